@@ -1,0 +1,1 @@
+//! The versioned model file format (see docs/model-format.md).
