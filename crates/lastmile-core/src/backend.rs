@@ -82,11 +82,18 @@ impl Capabilities {
     /// unsupported node.
     pub fn check_model(&self, model: &QuantModel) -> Result<(), BackendError> {
         if !self.weight_bits.contains(&model.weight_bits) {
-            return Err(BackendError::Unsupported(format!("{} weights are not supported", model.weight_bits.scheme())));
+            return Err(BackendError::Unsupported(format!(
+                "{} weights are not supported",
+                model.weight_bits.scheme()
+            )));
         }
         for (i, node) in model.topology.nodes.iter().enumerate() {
             if !self.ops.contains(&node.op.kind()) {
-                return Err(BackendError::Unsupported(format!("node {i} '{}': op {:?} is not supported", node.name, node.op.kind())));
+                return Err(BackendError::Unsupported(format!(
+                    "node {i} '{}': op {:?} is not supported",
+                    node.name,
+                    node.op.kind()
+                )));
             }
         }
         Ok(())
@@ -149,16 +156,32 @@ pub trait PreparedModel: Send + core::fmt::Debug {
     /// input quantization) and writes `n · Π output_shape` codes to `output`
     /// (resized as needed). `params` is the model's parameter list with the current
     /// trainable values (see the module docs).
-    fn forward(&mut self, params: &[QParam], input: &[i8], n: usize, output: &mut Vec<i8>) -> Result<(), BackendError>;
+    fn forward(
+        &mut self,
+        params: &[QParam],
+        input: &[i8],
+        n: usize,
+        output: &mut Vec<i8>,
+    ) -> Result<(), BackendError>;
 
     /// Per-sample output shape.
     fn output_shape(&self) -> &[usize];
 }
 
 /// Common argument checks for [`PreparedModel::forward`] implementations.
-pub fn check_forward_args(model_specs: &[crate::ParamSpec], params: &[QParam], input_len: usize, sample_len: usize, n: usize) -> Result<(), BackendError> {
+pub fn check_forward_args(
+    model_specs: &[crate::ParamSpec],
+    params: &[QParam],
+    input_len: usize,
+    sample_len: usize,
+    n: usize,
+) -> Result<(), BackendError> {
     if params.len() != model_specs.len() {
-        return Err(BackendError::InvalidInput(format!("got {} parameter tensors, the prepared model has {}", params.len(), model_specs.len())));
+        return Err(BackendError::InvalidInput(format!(
+            "got {} parameter tensors, the prepared model has {}",
+            params.len(),
+            model_specs.len()
+        )));
     }
     for (p, s) in params.iter().zip(model_specs) {
         if p.spec.shape != s.shape || p.data.len() != s.numel() {
@@ -172,7 +195,9 @@ pub fn check_forward_args(model_specs: &[crate::ParamSpec], params: &[QParam], i
         }
     }
     if n.checked_mul(sample_len) != Some(input_len) {
-        return Err(BackendError::InvalidInput(format!("input has {input_len} codes, expected {n} samples × {sample_len}")));
+        return Err(BackendError::InvalidInput(format!(
+            "input has {input_len} codes, expected {n} samples × {sample_len}"
+        )));
     }
     Ok(())
 }

@@ -13,13 +13,21 @@ use crate::model::FloatModel;
 
 /// Runs `n` samples through `model`; calls `observe(value, data)` for every value
 /// (input included) as it is produced. Returns the output (`n · Π out_shape`).
-pub fn forward_observed(model: &FloatModel, input: &[f32], n: usize, observe: &mut dyn FnMut(ValueId, &[f32])) -> Result<Vec<f32>, GraphError> {
+pub fn forward_observed(
+    model: &FloatModel,
+    input: &[f32],
+    n: usize,
+    observe: &mut dyn FnMut(ValueId, &[f32]),
+) -> Result<Vec<f32>, GraphError> {
     let shapes = model.validate()?;
     let in_len: usize = shapes[0].iter().product();
     if input.len() != n * in_len {
         return Err(GraphError {
             location: "graph input".into(),
-            message: alloc::format!("got {} values, expected {n} samples × {in_len}", input.len()),
+            message: alloc::format!(
+                "got {} values, expected {n} samples × {in_len}",
+                input.len()
+            ),
         });
     }
     let mut values: Vec<Vec<f32>> = Vec::with_capacity(shapes.len());
@@ -34,7 +42,17 @@ pub fn forward_observed(model: &FloatModel, input: &[f32], n: usize, observe: &m
             Op::Conv2d(c) => {
                 let w = &model.params[c.weight.index()];
                 let b = c.bias.map(|b| model.params[b.index()].data.as_slice());
-                conv2d_f32(c, &w.data, &w.spec.shape, b, x, xs, &shapes[i + 1], n, &mut y);
+                conv2d_f32(
+                    c,
+                    &w.data,
+                    &w.spec.shape,
+                    b,
+                    x,
+                    xs,
+                    &shapes[i + 1],
+                    n,
+                    &mut y,
+                );
             }
             Op::Linear(l) => {
                 let w = &model.params[l.weight.index()];
@@ -81,7 +99,17 @@ pub fn forward(model: &FloatModel, input: &[f32], n: usize) -> Result<Vec<f32>, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv2d_f32(c: &Conv2d, w: &[f32], ws: &[usize], b: Option<&[f32]>, x: &[f32], xs: &[usize], ys: &[usize], n: usize, y: &mut [f32]) {
+fn conv2d_f32(
+    c: &Conv2d,
+    w: &[f32],
+    ws: &[usize],
+    b: Option<&[f32]>,
+    x: &[f32],
+    xs: &[usize],
+    ys: &[usize],
+    n: usize,
+    y: &mut [f32],
+) {
     let (h, wd, cin) = (xs[0], xs[1], xs[2]);
     let (ho, wo, cout) = (ys[0], ys[1], ys[2]);
     let (kh, kw, cpg) = (ws[1], ws[2], ws[3]);
@@ -93,12 +121,14 @@ fn conv2d_f32(c: &Conv2d, w: &[f32], ws: &[usize], b: Option<&[f32]>, x: &[f32],
                     let g = co / opg;
                     let mut acc = b.map_or(0.0, |b| b[co]);
                     for ky in 0..kh {
-                        let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize - c.padding[0] as isize;
+                        let iy = (oy * c.stride[0] + ky * c.dilation[0]) as isize
+                            - c.padding[0] as isize;
                         if iy < 0 || iy >= h as isize {
                             continue;
                         }
                         for kx in 0..kw {
-                            let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize - c.padding[1] as isize;
+                            let ix = (ox * c.stride[1] + kx * c.dilation[1]) as isize
+                                - c.padding[1] as isize;
                             if ix < 0 || ix >= wd as isize {
                                 continue;
                             }
@@ -140,7 +170,8 @@ fn pool_f32(p: &Pool2d, x: &[f32], xs: &[usize], ys: &[usize], n: usize, y: &mut
                             count += 1;
                         }
                     }
-                    y[((s * ho + oy) * wo + ox) * c + ch] = if max { acc } else { acc / count.max(1) as f32 };
+                    y[((s * ho + oy) * wo + ox) * c + ch] =
+                        if max { acc } else { acc / count.max(1) as f32 };
                 }
             }
         }

@@ -262,14 +262,26 @@ impl core::fmt::Display for GraphError {
 impl core::error::Error for GraphError {}
 
 fn node_err(i: usize, node: &Node, message: String) -> GraphError {
-    GraphError { location: format!("node {i} '{}'", node.name), message }
+    GraphError {
+        location: format!("node {i} '{}'", node.name),
+        message,
+    }
 }
 
 /// Output size of a strided window along one axis, or `None` if the window
 /// does not fit even once.
-pub fn window_out(input: usize, pad_lo: usize, pad_hi: usize, kernel: usize, dilation: usize, stride: usize) -> Option<usize> {
+pub fn window_out(
+    input: usize,
+    pad_lo: usize,
+    pad_hi: usize,
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+) -> Option<usize> {
     let padded = input.checked_add(pad_lo)?.checked_add(pad_hi)?;
-    let extent = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let extent = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
     if padded < extent || stride == 0 {
         return None;
     }
@@ -296,9 +308,15 @@ impl Topology {
     /// bound `K ≤ MAX_K`. The error names the node and the mismatch.
     pub fn infer_shapes(&self, params: &[ParamSpec]) -> Result<Vec<Vec<usize>>, GraphError> {
         if self.nodes.is_empty() {
-            return Err(GraphError { location: "graph".into(), message: "has no nodes".into() });
+            return Err(GraphError {
+                location: "graph".into(),
+                message: "has no nodes".into(),
+            });
         }
-        check_shape_sane(&self.input_shape).map_err(|m| GraphError { location: "graph input".into(), message: m })?;
+        check_shape_sane(&self.input_shape).map_err(|m| GraphError {
+            location: "graph input".into(),
+            message: m,
+        })?;
         let mut used: Vec<Option<String>> = vec![None; params.len()];
         let mut names: Vec<&str> = Vec::with_capacity(self.nodes.len());
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.num_values());
@@ -314,22 +332,40 @@ impl Topology {
             }
             names.push(&node.name);
             if node.inputs.len() != node.op.arity() {
-                return Err(err(format!("{:?} takes {} input(s), found {}", node.op.kind(), node.op.arity(), node.inputs.len())));
+                return Err(err(format!(
+                    "{:?} takes {} input(s), found {}",
+                    node.op.kind(),
+                    node.op.arity(),
+                    node.inputs.len()
+                )));
             }
             for v in &node.inputs {
                 if v.index() > i {
-                    return Err(err(format!("reads value {} which is not computed before it (only values 0..={i} are)", v.0)));
+                    return Err(err(format!(
+                        "reads value {} which is not computed before it (only values 0..={i} are)",
+                        v.0
+                    )));
                 }
             }
             for (pid, role) in node.op.params() {
                 let Some(spec) = params.get(pid.index()) else {
-                    return Err(err(format!("refers to parameter #{} but the model has {} parameters", pid.0, params.len())));
+                    return Err(err(format!(
+                        "refers to parameter #{} but the model has {} parameters",
+                        pid.0,
+                        params.len()
+                    )));
                 };
                 if spec.role != role {
-                    return Err(err(format!("uses parameter '{}' as a {role:?} but it is declared a {:?}", spec.name, spec.role)));
+                    return Err(err(format!(
+                        "uses parameter '{}' as a {role:?} but it is declared a {:?}",
+                        spec.name, spec.role
+                    )));
                 }
                 if let Some(other) = &used[pid.index()] {
-                    return Err(err(format!("uses parameter '{}' which node '{other}' already uses", spec.name)));
+                    return Err(err(format!(
+                        "uses parameter '{}' which node '{other}' already uses",
+                        spec.name
+                    )));
                 }
                 used[pid.index()] = Some(node.name.clone());
             }
@@ -350,19 +386,26 @@ impl Topology {
 
 fn check_shape_sane(shape: &[usize]) -> Result<(), String> {
     if shape.is_empty() || shape.len() > 3 {
-        return Err(format!("shape {shape:?} must have 1 ([F]) or 3 ([H, W, C]) dimensions"));
+        return Err(format!(
+            "shape {shape:?} must have 1 ([F]) or 3 ([H, W, C]) dimensions"
+        ));
     }
     if shape.len() == 2 {
-        return Err(format!("shape {shape:?} has 2 dimensions; use [F] or [H, W, C]"));
+        return Err(format!(
+            "shape {shape:?} has 2 dimensions; use [F] or [H, W, C]"
+        ));
     }
     if shape.contains(&0) {
         return Err(format!("shape {shape:?} has a zero dimension"));
     }
     let mut n: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).filter(|&n| n <= MAX_TENSOR_ELEMENTS).ok_or_else(|| {
-            format!("shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements")
-        })?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+            .ok_or_else(|| {
+                format!("shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements")
+            })?;
     }
     Ok(())
 }
@@ -370,7 +413,9 @@ fn check_shape_sane(shape: &[usize]) -> Result<(), String> {
 fn expect_hwc(x: &[usize], what: &str) -> Result<(usize, usize, usize), String> {
     match *x {
         [h, w, c] => Ok((h, w, c)),
-        _ => Err(format!("{what} needs an [H, W, C] input, found shape {x:?}")),
+        _ => Err(format!(
+            "{what} needs an [H, W, C] input, found shape {x:?}"
+        )),
     }
 }
 
@@ -378,40 +423,65 @@ fn check_bias(bias: Option<ParamId>, params: &[ParamSpec], c_out: usize) -> Resu
     if let Some(b) = bias {
         let spec = &params[b.index()];
         if spec.shape != [c_out] {
-            return Err(format!("bias '{}' has shape {:?}, expected [{c_out}]", spec.name, spec.shape));
+            return Err(format!(
+                "bias '{}' has shape {:?}, expected [{c_out}]",
+                spec.name, spec.shape
+            ));
         }
     }
     Ok(())
 }
 
-fn check_window(kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> Result<(), String> {
+fn check_window(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<(), String> {
     if kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
-        return Err(format!("kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must all be ≥ 1"));
+        return Err(format!(
+            "kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must all be ≥ 1"
+        ));
     }
     Ok(())
 }
 
-fn infer_node(node: &Node, x: &[usize], shapes: &[Vec<usize>], params: &[ParamSpec]) -> Result<Vec<usize>, String> {
+fn infer_node(
+    node: &Node,
+    x: &[usize],
+    shapes: &[Vec<usize>],
+    params: &[ParamSpec],
+) -> Result<Vec<usize>, String> {
     match &node.op {
         Op::Conv2d(c) => {
             let (h, w, cin) = expect_hwc(x, "conv2d")?;
             let ws = &params[c.weight.index()];
             let [cout, kh, kw, cpg] = ws.shape[..] else {
-                return Err(format!("weight '{}' has shape {:?}, expected 4-D [C_out, KH, KW, C_in/groups]", ws.name, ws.shape));
+                return Err(format!(
+                    "weight '{}' has shape {:?}, expected 4-D [C_out, KH, KW, C_in/groups]",
+                    ws.name, ws.shape
+                ));
             };
             check_window([kh, kw], c.stride, c.dilation)?;
             if c.groups == 0 || cin % c.groups != 0 || cout % c.groups != 0 {
-                return Err(format!("groups = {} must divide C_in = {cin} and C_out = {cout}", c.groups));
+                return Err(format!(
+                    "groups = {} must divide C_in = {cin} and C_out = {cout}",
+                    c.groups
+                ));
             }
             if cpg != cin / c.groups {
                 return Err(format!(
                     "weight '{}' has shape {:?} but the input has {cin} channels in {} group(s): expected [{cout}, {kh}, {kw}, {}]",
-                    ws.name, ws.shape, c.groups, cin / c.groups
+                    ws.name,
+                    ws.shape,
+                    c.groups,
+                    cin / c.groups
                 ));
             }
             let k = kh * kw * cpg;
             if k > MAX_K {
-                return Err(format!("reduction length K = {k} exceeds the accumulation bound MAX_K = {MAX_K}"));
+                return Err(format!(
+                    "reduction length K = {k} exceeds the accumulation bound MAX_K = {MAX_K}"
+                ));
             }
             check_bias(c.bias, params, cout)?;
             let [pt, pl, pb, pr] = c.padding;
@@ -427,17 +497,27 @@ fn infer_node(node: &Node, x: &[usize], shapes: &[Vec<usize>], params: &[ParamSp
         }
         Op::Linear(l) => {
             let [f] = *x else {
-                return Err(format!("linear needs a [F] input, found shape {x:?} (insert a flatten)"));
+                return Err(format!(
+                    "linear needs a [F] input, found shape {x:?} (insert a flatten)"
+                ));
             };
             let ws = &params[l.weight.index()];
             let [out, inp] = ws.shape[..] else {
-                return Err(format!("weight '{}' has shape {:?}, expected 2-D [out, in]", ws.name, ws.shape));
+                return Err(format!(
+                    "weight '{}' has shape {:?}, expected 2-D [out, in]",
+                    ws.name, ws.shape
+                ));
             };
             if inp != f {
-                return Err(format!("weight '{}' has shape {:?} but the input has {f} features: expected [{out}, {f}]", ws.name, ws.shape));
+                return Err(format!(
+                    "weight '{}' has shape {:?} but the input has {f} features: expected [{out}, {f}]",
+                    ws.name, ws.shape
+                ));
             }
             if f > MAX_K {
-                return Err(format!("reduction length K = {f} exceeds the accumulation bound MAX_K = {MAX_K}"));
+                return Err(format!(
+                    "reduction length K = {f} exceeds the accumulation bound MAX_K = {MAX_K}"
+                ));
             }
             check_bias(l.bias, params, out)?;
             Ok(vec![out])
@@ -445,7 +525,9 @@ fn infer_node(node: &Node, x: &[usize], shapes: &[Vec<usize>], params: &[ParamSp
         Op::Add { .. } => {
             let y = &shapes[node.inputs[1].index()];
             if x != y.as_slice() {
-                return Err(format!("inputs have shapes {x:?} and {y:?}; add needs equal shapes"));
+                return Err(format!(
+                    "inputs have shapes {x:?} and {y:?}; add needs equal shapes"
+                ));
             }
             Ok(x.to_vec())
         }
@@ -454,11 +536,20 @@ fn infer_node(node: &Node, x: &[usize], shapes: &[Vec<usize>], params: &[ParamSp
             check_window(p.kernel, p.stride, [1, 1])?;
             let [pt, pl, pb, pr] = p.padding;
             if pt.max(pb) >= p.kernel[0] || pl.max(pr) >= p.kernel[1] {
-                return Err(format!("padding {:?} must be smaller than the kernel {:?}", p.padding, p.kernel));
+                return Err(format!(
+                    "padding {:?} must be smaller than the kernel {:?}",
+                    p.padding, p.kernel
+                ));
             }
-            match (window_out(h, pt, pb, p.kernel[0], 1, p.stride[0]), window_out(w, pl, pr, p.kernel[1], 1, p.stride[1])) {
+            match (
+                window_out(h, pt, pb, p.kernel[0], 1, p.stride[0]),
+                window_out(w, pl, pr, p.kernel[1], 1, p.stride[1]),
+            ) {
                 (Some(ho), Some(wo)) => Ok(vec![ho, wo, c]),
-                _ => Err(format!("a {:?} window does not fit the {h}x{w} input with padding {:?}", p.kernel, p.padding)),
+                _ => Err(format!(
+                    "a {:?} window does not fit the {h}x{w} input with padding {:?}",
+                    p.kernel, p.padding
+                )),
             }
         }
         Op::GlobalAvgPool => {
@@ -483,7 +574,11 @@ pub struct TopologyBuilder {
 impl TopologyBuilder {
     /// Starts a graph with the given per-sample input shape.
     pub fn new(input_shape: &[usize]) -> Self {
-        TopologyBuilder { topo_input: input_shape.to_vec(), nodes: Vec::new(), params: Vec::new() }
+        TopologyBuilder {
+            topo_input: input_shape.to_vec(),
+            nodes: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     /// The value produced by the last node (or the input).
@@ -492,13 +587,22 @@ impl TopologyBuilder {
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, role: ParamRole) -> ParamId {
-        self.params.push(ParamSpec { name, shape, role, trainable: false });
+        self.params.push(ParamSpec {
+            name,
+            shape,
+            role,
+            trainable: false,
+        });
         ParamId(self.params.len() as u32 - 1)
     }
 
     /// Adds a node and returns its value.
     pub fn node(&mut self, name: &str, op: Op, inputs: &[ValueId]) -> ValueId {
-        self.nodes.push(Node { name: name.to_string(), op, inputs: inputs.to_vec() });
+        self.nodes.push(Node {
+            name: name.to_string(),
+            op,
+            inputs: inputs.to_vec(),
+        });
         self.last()
     }
 
@@ -516,22 +620,59 @@ impl TopologyBuilder {
         groups: usize,
         activation: Activation,
     ) -> ValueId {
-        let weight = self.param(format!("{name}.weight"), vec![c_out, kernel[0], kernel[1], c_in / groups.max(1)], ParamRole::Weight);
+        let weight = self.param(
+            format!("{name}.weight"),
+            vec![c_out, kernel[0], kernel[1], c_in / groups.max(1)],
+            ParamRole::Weight,
+        );
         let bias = Some(self.param(format!("{name}.bias"), vec![c_out], ParamRole::Bias));
-        let op = Op::Conv2d(Conv2d { weight, bias, stride, padding, dilation: [1, 1], groups, activation });
+        let op = Op::Conv2d(Conv2d {
+            weight,
+            bias,
+            stride,
+            padding,
+            dilation: [1, 1],
+            groups,
+            activation,
+        });
         self.node(name, op, &[input])
     }
 
     /// Adds a linear layer.
-    pub fn linear(&mut self, name: &str, input: ValueId, f_in: usize, f_out: usize, activation: Activation) -> ValueId {
-        let weight = self.param(format!("{name}.weight"), vec![f_out, f_in], ParamRole::Weight);
+    pub fn linear(
+        &mut self,
+        name: &str,
+        input: ValueId,
+        f_in: usize,
+        f_out: usize,
+        activation: Activation,
+    ) -> ValueId {
+        let weight = self.param(
+            format!("{name}.weight"),
+            vec![f_out, f_in],
+            ParamRole::Weight,
+        );
         let bias = Some(self.param(format!("{name}.bias"), vec![f_out], ParamRole::Bias));
-        self.node(name, Op::Linear(Linear { weight, bias, activation }), &[input])
+        self.node(
+            name,
+            Op::Linear(Linear {
+                weight,
+                bias,
+                activation,
+            }),
+            &[input],
+        )
     }
 
     /// Finishes: the topology and its parameter specs (all frozen).
     pub fn finish(self) -> (Topology, Vec<ParamSpec>) {
-        (Topology { input_shape: self.topo_input, nodes: self.nodes }, self.params)
+        (
+            Topology {
+                input_shape: self.topo_input,
+                nodes: self.nodes,
+            },
+            self.params,
+        )
     }
 }
 
@@ -541,8 +682,26 @@ mod tests {
 
     fn small() -> (Topology, Vec<ParamSpec>) {
         let mut b = TopologyBuilder::new(&[8, 8, 1]);
-        let c1 = b.conv2d("conv1", ValueId::INPUT, 1, 4, [3, 3], [1, 1], [1, 1, 1, 1], 1, Activation::Relu);
-        let p = b.node("pool", Op::MaxPool(Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0; 4] }), &[c1]);
+        let c1 = b.conv2d(
+            "conv1",
+            ValueId::INPUT,
+            1,
+            4,
+            [3, 3],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            Activation::Relu,
+        );
+        let p = b.node(
+            "pool",
+            Op::MaxPool(Pool2d {
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0; 4],
+            }),
+            &[c1],
+        );
         let f = b.node("flatten", Op::Flatten, &[p]);
         b.linear("fc", f, 64, 10, Activation::None);
         b.finish()
@@ -552,7 +711,16 @@ mod tests {
     fn shapes_are_inferred() {
         let (t, p) = small();
         let s = t.infer_shapes(&p).unwrap();
-        assert_eq!(s, vec![vec![8, 8, 1], vec![8, 8, 4], vec![4, 4, 4], vec![64], vec![10]]);
+        assert_eq!(
+            s,
+            vec![
+                vec![8, 8, 1],
+                vec![8, 8, 4],
+                vec![4, 4, 4],
+                vec![64],
+                vec![10]
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-pub use crate::graph::{ParamRole, ParamSpec};
 use crate::graph::{GraphError, Op, Topology};
+pub use crate::graph::{ParamRole, ParamSpec};
 use crate::quant::{ActQuant, WeightBits};
 
 /// Free-form, human-readable metadata (name, dataset, class names, provenance).
@@ -47,11 +47,19 @@ impl FloatModel {
             if p.data.len() != p.spec.numel() {
                 return Err(GraphError {
                     location: loc(),
-                    message: format!("has {} values but shape {:?} needs {}", p.data.len(), p.spec.shape, p.spec.numel()),
+                    message: format!(
+                        "has {} values but shape {:?} needs {}",
+                        p.data.len(),
+                        p.spec.shape,
+                        p.spec.numel()
+                    ),
                 });
             }
             if let Some(i) = p.data.iter().position(|v| !v.is_finite()) {
-                return Err(GraphError { location: loc(), message: format!("value #{i} is {} (not finite)", p.data[i]) });
+                return Err(GraphError {
+                    location: loc(),
+                    message: format!("value #{i} is {} (not finite)", p.data[i]),
+                });
             }
         }
         Ok(shapes)
@@ -157,11 +165,18 @@ impl QuantModel {
         if self.act.len() != self.topology.num_values() {
             return Err(GraphError {
                 location: "activation quantization".into(),
-                message: format!("has {} entries, expected one per value ({})", self.act.len(), self.topology.num_values()),
+                message: format!(
+                    "has {} entries, expected one per value ({})",
+                    self.act.len(),
+                    self.topology.num_values()
+                ),
             });
         }
         for (v, q) in self.act.iter().enumerate() {
-            q.check().map_err(|m| GraphError { location: format!("activation quantization of value {v}"), message: m.into() })?;
+            q.check().map_err(|m| GraphError {
+                location: format!("activation quantization of value {v}"),
+                message: m.into(),
+            })?;
         }
         for (i, node) in self.topology.nodes.iter().enumerate() {
             let out = self.act[i + 1];
@@ -169,7 +184,10 @@ impl QuantModel {
             if !node.op.requantizes() && out != inp {
                 return Err(GraphError {
                     location: format!("node {i} '{}'", node.name),
-                    message: format!("{:?} does not requantize, so its output quantization {out:?} must equal its input's {inp:?}", node.op.kind()),
+                    message: format!(
+                        "{:?} does not requantize, so its output quantization {out:?} must equal its input's {inp:?}",
+                        node.op.kind()
+                    ),
                 });
             }
         }
@@ -184,7 +202,11 @@ impl QuantModel {
 
     /// Trainable parameter count.
     pub fn num_trainable(&self) -> usize {
-        self.params.iter().filter(|p| p.spec.trainable).map(|p| p.spec.numel()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.spec.trainable)
+            .map(|p| p.spec.numel())
+            .sum()
     }
 
     /// Marks parameters trainable by a predicate on their spec; others become frozen.
@@ -200,14 +222,21 @@ impl QuantModel {
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.op.params().iter().any(|(p, _)| self.params[p.index()].spec.trainable))
+            .filter(|(_, n)| {
+                n.op.params()
+                    .iter()
+                    .any(|(p, _)| self.params[p.index()].spec.trainable)
+            })
             .map(|(i, _)| i)
             .collect()
     }
 
     /// The node that uses parameter `id` (each parameter has exactly one user in a valid model).
     pub fn user_of(&self, id: crate::ParamId) -> Option<usize> {
-        self.topology.nodes.iter().position(|n| n.op.params().iter().any(|(p, _)| *p == id))
+        self.topology
+            .nodes
+            .iter()
+            .position(|n| n.op.params().iter().any(|(p, _)| *p == id))
     }
 
     /// Whether node `i` is a conv/linear (has weights).
@@ -218,24 +247,45 @@ impl QuantModel {
 
 fn validate_param(p: &QParam, bits: WeightBits) -> Result<(), String> {
     if p.data.len() != p.spec.numel() {
-        return Err(format!("has {} values but shape {:?} needs {}", p.data.len(), p.spec.shape, p.spec.numel()));
+        return Err(format!(
+            "has {} values but shape {:?} needs {}",
+            p.data.len(),
+            p.spec.shape,
+            p.spec.numel()
+        ));
     }
     match p.spec.role {
         crate::graph::ParamRole::Weight => {
-            let ok_type = matches!((&p.data, bits), (QData::I8(_), WeightBits::W8) | (QData::I16(_), WeightBits::W16));
+            let ok_type = matches!(
+                (&p.data, bits),
+                (QData::I8(_), WeightBits::W8) | (QData::I16(_), WeightBits::W16)
+            );
             if !ok_type {
-                return Err(format!("stores {} weights but the model is {}", p.data.dtype(), bits.scheme()));
+                return Err(format!(
+                    "stores {} weights but the model is {}",
+                    p.data.dtype(),
+                    bits.scheme()
+                ));
             }
             let qmax = bits.qmax();
             if let Some(i) = (0..p.data.len()).find(|&i| p.data.get(i).abs() > qmax) {
-                return Err(format!("weight #{i} = {} is outside the symmetric range [-{qmax}, {qmax}]", p.data.get(i)));
+                return Err(format!(
+                    "weight #{i} = {} is outside the symmetric range [-{qmax}, {qmax}]",
+                    p.data.get(i)
+                ));
             }
             let c_out = p.spec.shape.first().copied().unwrap_or(0);
             if p.scales.len() != c_out {
-                return Err(format!("has {} scales, expected one per output channel ({c_out})", p.scales.len()));
+                return Err(format!(
+                    "has {} scales, expected one per output channel ({c_out})",
+                    p.scales.len()
+                ));
             }
             if let Some(i) = p.scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-                return Err(format!("scale #{i} = {} is not finite and positive", p.scales[i]));
+                return Err(format!(
+                    "scale #{i} = {} is not finite and positive",
+                    p.scales[i]
+                ));
             }
         }
         crate::graph::ParamRole::Bias => {
@@ -247,7 +297,11 @@ fn validate_param(p: &QParam, bits: WeightBits) -> Result<(), String> {
             }
             let bound = bits.max_abs_bias();
             if let Some(i) = v.iter().position(|&b| (b as i64).abs() > bound) {
-                return Err(format!("bias #{i} = {} exceeds the {} bound |bias| ≤ {bound}", v[i], bits.scheme()));
+                return Err(format!(
+                    "bias #{i} = {} exceeds the {} bound |bias| ≤ {bound}",
+                    v[i],
+                    bits.scheme()
+                ));
             }
         }
     }

@@ -67,24 +67,50 @@ impl Plan {
         let shapes = model.topology.infer_shapes(&model.specs())?;
         let mut nodes = Vec::with_capacity(model.topology.nodes.len());
         for (i, node) in model.topology.nodes.iter().enumerate() {
-            let err = |m: alloc::string::String| GraphError { location: format!("node {i} '{}'", node.name), message: m };
+            let err = |m: alloc::string::String| GraphError {
+                location: format!("node {i} '{}'", node.name),
+                message: m,
+            };
             if model.act.len() <= i + 1 {
                 return Err(err("has no activation quantization".into()));
             }
             let out = model.act[i + 1];
             let inp = model.act[node.inputs[0].index()];
             let plan = match &node.op {
-                Op::Conv2d(c) => dot_plan(model, c.weight, c.activation, inp, out, &shapes[node.inputs[0].index()], &node.op).map_err(err)?,
-                Op::Linear(l) => dot_plan(model, l.weight, l.activation, inp, out, &shapes[node.inputs[0].index()], &node.op).map_err(err)?,
+                Op::Conv2d(c) => dot_plan(
+                    model,
+                    c.weight,
+                    c.activation,
+                    inp,
+                    out,
+                    &shapes[node.inputs[0].index()],
+                    &node.op,
+                )
+                .map_err(err)?,
+                Op::Linear(l) => dot_plan(
+                    model,
+                    l.weight,
+                    l.activation,
+                    inp,
+                    out,
+                    &shapes[node.inputs[0].index()],
+                    &node.op,
+                )
+                .map_err(err)?,
                 Op::Add { activation } => {
                     let b = model.act[node.inputs[1].index()];
                     let twice_max = 2.0 * (inp.scale as f64).max(b.scale as f64);
-                    let m = |r: f64, what: &str| QuantMultiplier::from_real(r).map_err(|e| err(format!("{what}: {e}")));
+                    let m = |r: f64, what: &str| {
+                        QuantMultiplier::from_real(r).map_err(|e| err(format!("{what}: {e}")))
+                    };
                     let (lo, hi) = activation.clamp_range(out);
                     NodePlan::Add {
                         mult_a: m(inp.scale as f64 / twice_max, "input a rescale")?,
                         mult_b: m(b.scale as f64 / twice_max, "input b rescale")?,
-                        mult_out: m(twice_max / ((1u64 << ADD_LEFT_SHIFT) as f64 * out.scale as f64), "output rescale")?,
+                        mult_out: m(
+                            twice_max / ((1u64 << ADD_LEFT_SHIFT) as f64 * out.scale as f64),
+                            "output rescale",
+                        )?,
                         zp_a: inp.zero_point,
                         zp_b: b.zero_point,
                         zp_out: out.zero_point,
@@ -122,8 +148,16 @@ fn dot_plan(
     let mut multipliers = Vec::with_capacity(w.scales.len());
     for (c, &s_w) in w.scales.iter().enumerate() {
         let r = inp.scale as f64 * s_w as f64 / out.scale as f64;
-        multipliers.push(QuantMultiplier::from_real(r).map_err(|e| format!("output channel {c}: {e}"))?);
+        multipliers
+            .push(QuantMultiplier::from_real(r).map_err(|e| format!("output channel {c}: {e}"))?);
     }
     let (lo, hi) = activation.clamp_range(out);
-    Ok(NodePlan::Dot { multipliers, zp_in: inp.zero_point, zp_out: out.zero_point, lo, hi, k })
+    Ok(NodePlan::Dot {
+        multipliers,
+        zp_in: inp.zero_point,
+        zp_out: out.zero_point,
+        lo,
+        hi,
+        k,
+    })
 }

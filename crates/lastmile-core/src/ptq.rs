@@ -32,50 +32,80 @@ pub struct PtqReport {
 }
 
 /// Quantizes `model` to `bits`, calibrating activation ranges on `n` samples in `inputs`.
-pub fn quantize(model: &FloatModel, inputs: &[f32], n: usize, bits: WeightBits) -> Result<(QuantModel, PtqReport), GraphError> {
+pub fn quantize(
+    model: &FloatModel,
+    inputs: &[f32],
+    n: usize,
+    bits: WeightBits,
+) -> Result<(QuantModel, PtqReport), GraphError> {
     let shapes = model.validate()?;
     if n == 0 {
-        return Err(GraphError { location: "calibration data".into(), message: "is empty; at least one sample is needed".into() });
+        return Err(GraphError {
+            location: "calibration data".into(),
+            message: "is empty; at least one sample is needed".into(),
+        });
     }
     let sample: usize = shapes[0].iter().product();
     if inputs.len() != n * sample {
         return Err(GraphError {
             location: "calibration data".into(),
-            message: format!("has {} values, expected {n} samples × {sample}", inputs.len()),
+            message: format!(
+                "has {} values, expected {n} samples × {sample}",
+                inputs.len()
+            ),
         });
     }
     let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); shapes.len()];
     const CHUNK: usize = 64; // bounds calibration memory for large sets
     for start in (0..n).step_by(CHUNK) {
         let m = CHUNK.min(n - start);
-        float_exec::forward_observed(model, &inputs[start * sample..(start + m) * sample], m, &mut |v: ValueId, d: &[f32]| {
-            let r = &mut ranges[v.index()];
-            for &x in d {
-                r.0 = r.0.min(x);
-                r.1 = r.1.max(x);
-            }
-        })?;
+        float_exec::forward_observed(
+            model,
+            &inputs[start * sample..(start + m) * sample],
+            m,
+            &mut |v: ValueId, d: &[f32]| {
+                let r = &mut ranges[v.index()];
+                for &x in d {
+                    r.0 = r.0.min(x);
+                    r.1 = r.1.max(x);
+                }
+            },
+        )?;
     }
 
     let mut act: Vec<ActQuant> = Vec::with_capacity(shapes.len());
     act.push(ActQuant::from_range(ranges[0].0, ranges[0].1));
     for (i, node) in model.topology.nodes.iter().enumerate() {
-        let q = if node.op.requantizes() { ActQuant::from_range(ranges[i + 1].0, ranges[i + 1].1) } else { act[node.inputs[0].index()] };
+        let q = if node.op.requantizes() {
+            ActQuant::from_range(ranges[i + 1].0, ranges[i + 1].1)
+        } else {
+            act[node.inputs[0].index()]
+        };
         act.push(q);
     }
 
-    let mut report = PtqReport { ranges, calibration_samples: n, ..Default::default() };
+    let mut report = PtqReport {
+        ranges,
+        calibration_samples: n,
+        ..Default::default()
+    };
     let mut params: Vec<Option<QParam>> = vec![None; model.params.len()];
     for node in &model.topology.nodes {
         let node_params = node.op.params();
-        let Some(&(wid, _)) = node_params.first() else { continue };
+        let Some(&(wid, _)) = node_params.first() else {
+            continue;
+        };
         let s_in = act[node.inputs[0].index()].scale;
         let w = &model.params[wid.index()];
         let (qw, scales) = quantize_weights(w, bits, &mut report);
         for &(pid, role) in &node_params {
             let p = &model.params[pid.index()];
             params[pid.index()] = Some(match role {
-                ParamRole::Weight => QParam { spec: p.spec.clone(), data: qw.clone(), scales: scales.clone() },
+                ParamRole::Weight => QParam {
+                    spec: p.spec.clone(),
+                    data: qw.clone(),
+                    scales: scales.clone(),
+                },
                 ParamRole::Bias => {
                     let bound = bits.max_abs_bias() as f64;
                     let data = p
@@ -90,7 +120,11 @@ pub fn quantize(model: &FloatModel, inputs: &[f32], n: usize, bits: WeightBits) 
                             q.clamp(-bound, bound) as i32
                         })
                         .collect();
-                    QParam { spec: p.spec.clone(), data: QData::I32(data), scales: Vec::new() }
+                    QParam {
+                        spec: p.spec.clone(),
+                        data: QData::I32(data),
+                        scales: Vec::new(),
+                    }
                 }
             });
         }
@@ -98,14 +132,31 @@ pub fn quantize(model: &FloatModel, inputs: &[f32], n: usize, bits: WeightBits) 
     let params = params
         .into_iter()
         .enumerate()
-        .map(|(i, p)| p.ok_or_else(|| GraphError { location: format!("parameter '{}'", model.params[i].spec.name), message: "is not used by any node".into() }))
+        .map(|(i, p)| {
+            p.ok_or_else(|| GraphError {
+                location: format!("parameter '{}'", model.params[i].spec.name),
+                message: "is not used by any node".into(),
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut metadata = model.metadata.clone();
-    metadata.insert("quantization".into(), format!("ptq {} on {n} calibration samples", bits.scheme()));
+    metadata.insert(
+        "quantization".into(),
+        format!("ptq {} on {n} calibration samples", bits.scheme()),
+    );
     if report.clamped_biases > 0 {
-        metadata.insert("ptq.clamped_biases".into(), report.clamped_biases.to_string());
+        metadata.insert(
+            "ptq.clamped_biases".into(),
+            report.clamped_biases.to_string(),
+        );
     }
-    let q = QuantModel { topology: model.topology.clone(), weight_bits: bits, params, act, metadata };
+    let q = QuantModel {
+        topology: model.topology.clone(),
+        weight_bits: bits,
+        params,
+        act,
+        metadata,
+    };
     q.validate()?;
     Ok((q, report))
 }
@@ -115,7 +166,11 @@ fn quantize_weights(w: &FloatParam, bits: WeightBits, report: &mut PtqReport) ->
     let per = w.data.len() / c_out.max(1);
     let qmax = bits.qmax() as f32;
     let tensor_max = w.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let fallback = if tensor_max > 0.0 { tensor_max / qmax } else { 1.0 / qmax };
+    let fallback = if tensor_max > 0.0 {
+        tensor_max / qmax
+    } else {
+        1.0 / qmax
+    };
     let mut scales = Vec::with_capacity(c_out);
     let mut codes = Vec::with_capacity(w.data.len());
     for c in 0..c_out {
@@ -143,11 +198,16 @@ pub fn dequantize(model: &QuantModel) -> FloatModel {
     let mut params: Vec<FloatParam> = model
         .params
         .iter()
-        .map(|p| FloatParam { spec: p.spec.clone(), data: (0..p.data.len()).map(|i| p.data.get(i) as f32).collect() })
+        .map(|p| FloatParam {
+            spec: p.spec.clone(),
+            data: (0..p.data.len()).map(|i| p.data.get(i) as f32).collect(),
+        })
         .collect();
     for node in &model.topology.nodes {
         let np = node.op.params();
-        let Some(&(wid, _)) = np.first() else { continue };
+        let Some(&(wid, _)) = np.first() else {
+            continue;
+        };
         let s_in = model.act[node.inputs[0].index()].scale;
         let scales = &model.params[wid.index()].scales;
         for &(pid, role) in &np {
@@ -162,5 +222,9 @@ pub fn dequantize(model: &QuantModel) -> FloatModel {
             }
         }
     }
-    FloatModel { topology: model.topology.clone(), params, metadata: model.metadata.clone() }
+    FloatModel {
+        topology: model.topology.clone(),
+        params,
+        metadata: model.metadata.clone(),
+    }
 }

@@ -139,9 +139,16 @@ impl ActQuant {
         let hi = if hi.is_finite() { hi.max(0.0) } else { 0.0 };
         let span = hi - lo;
         // A degenerate (all-zero) range still needs a valid scale.
-        let scale = if span > 0.0 { span / 255.0 } else { 1.0 / 255.0 };
+        let scale = if span > 0.0 {
+            span / 255.0
+        } else {
+            1.0 / 255.0
+        };
         let zp = libm::rintf(-128.0 - lo / scale) as i32;
-        ActQuant { scale, zero_point: zp.clamp(-128, 127) }
+        ActQuant {
+            scale,
+            zero_point: zp.clamp(-128, 127),
+        }
     }
 
     /// `clamp(rint(x / scale) + zp, −128, 127)`, ties to even. NaN maps to the zero point.
@@ -215,10 +222,16 @@ impl core::fmt::Display for MultiplierError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             MultiplierError::NotPositiveFinite(r) => {
-                write!(f, "requantization multiplier {r} is not a finite positive number")
+                write!(
+                    f,
+                    "requantization multiplier {r} is not a finite positive number"
+                )
             }
             MultiplierError::TooSmall(r) => {
-                write!(f, "requantization multiplier {r:e} is below 2^-32 (output would be constant)")
+                write!(
+                    f,
+                    "requantization multiplier {r:e} is below 2^-32 (output would be constant)"
+                )
             }
             MultiplierError::TooLarge(r) => {
                 write!(f, "requantization multiplier {r:e} is 2^30 or larger")
@@ -266,7 +279,10 @@ impl QuantMultiplier {
         if n > 62 {
             return Err(MultiplierError::TooSmall(r));
         }
-        Ok(QuantMultiplier { multiplier: m as i32, shift: n as u32 })
+        Ok(QuantMultiplier {
+            multiplier: m as i32,
+            shift: n as u32,
+        })
     }
 
     /// The real value represented.
@@ -297,7 +313,11 @@ impl QuantMultiplier {
 #[inline]
 pub fn rounded_div_half_away(sum: i64, count: i64) -> i64 {
     debug_assert!(count > 0);
-    if sum >= 0 { (sum + count / 2) / count } else { (sum - count / 2) / count }
+    if sum >= 0 {
+        (sum + count / 2) / count
+    } else {
+        (sum - count / 2) / count
+    }
 }
 
 /// Symmetric weight quantization of one value with scale `s` to `bits`: ties to even, saturating.
@@ -317,7 +337,13 @@ mod tests {
     #[test]
     fn multiplier_of_one_half_and_powers() {
         let m = QuantMultiplier::from_real(0.5).unwrap();
-        assert_eq!(m, QuantMultiplier { multiplier: 1 << 30, shift: 31 });
+        assert_eq!(
+            m,
+            QuantMultiplier {
+                multiplier: 1 << 30,
+                shift: 31
+            }
+        );
         assert_eq!(m.apply(3), 2); // 1.5 rounds half up
         assert_eq!(m.apply(-3), -1); // -1.5 rounds half up (toward +inf)
         assert_eq!(m.apply(-4), -2);
@@ -330,7 +356,13 @@ mod tests {
         // Mantissa of all ones rounds up to 2^31 and must renormalise.
         let r = f64::from_bits(0x3FEF_FFFF_FFFF_FFFF); // just below 1.0
         let m = QuantMultiplier::from_real(r).unwrap();
-        assert_eq!(m, QuantMultiplier { multiplier: 1 << 30, shift: 30 });
+        assert_eq!(
+            m,
+            QuantMultiplier {
+                multiplier: 1 << 30,
+                shift: 30
+            }
+        );
     }
 
     #[test]
@@ -357,10 +389,19 @@ mod tests {
     #[test]
     fn worst_case_16w8a_accumulator_does_not_overflow_in_apply() {
         let acc = (MAX_K as i64) * 255 * 32_767 + i32::MAX as i64;
-        let m = QuantMultiplier { multiplier: i32::MAX, shift: 1 };
+        let m = QuantMultiplier {
+            multiplier: i32::MAX,
+            shift: 1,
+        };
         assert_eq!(m.apply(acc), i64::MAX); // saturates instead of wrapping
-        let small = QuantMultiplier { multiplier: i32::MAX, shift: 62 };
-        assert_eq!(small.apply(acc) as i128, (acc as i128 * i32::MAX as i128 + (1 << 61)) >> 62);
+        let small = QuantMultiplier {
+            multiplier: i32::MAX,
+            shift: 62,
+        };
+        assert_eq!(
+            small.apply(acc) as i128,
+            (acc as i128 * i32::MAX as i128 + (1 << 61)) >> 62
+        );
         assert_eq!(m.requantize(acc, 0, -128, 127), 127);
         assert_eq!(m.requantize(-acc, 0, -128, 127), -128);
     }
@@ -396,7 +437,10 @@ mod tests {
 
     #[test]
     fn activation_clamps() {
-        let q = ActQuant { scale: 0.05, zero_point: -100 };
+        let q = ActQuant {
+            scale: 0.05,
+            zero_point: -100,
+        };
         assert_eq!(Activation::None.clamp_range(q), (-128, 127));
         assert_eq!(Activation::Relu.clamp_range(q), (-100, 127));
         assert_eq!(Activation::Relu6.clamp_range(q), (-100, 20)); // 6/0.05 = 120

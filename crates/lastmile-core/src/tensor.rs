@@ -21,7 +21,12 @@ impl QTensor {
     /// Quantizes float samples (`n · Π shape` values) with `quant`.
     pub fn quantize(n: usize, shape: &[usize], values: &[f32], quant: ActQuant) -> Self {
         debug_assert_eq!(values.len(), n * shape.iter().product::<usize>());
-        QTensor { n, shape: shape.to_vec(), data: values.iter().map(|&v| quant.quantize(v)).collect(), quant }
+        QTensor {
+            n,
+            shape: shape.to_vec(),
+            data: values.iter().map(|&v| quant.quantize(v)).collect(),
+            quant,
+        }
     }
 
     /// Elements per sample.
@@ -37,6 +42,9 @@ impl QTensor {
 
     /// Dequantized values.
     pub fn dequantize(&self) -> Vec<f32> {
-        self.data.iter().map(|&q| self.quant.dequantize(q)).collect()
+        self.data
+            .iter()
+            .map(|&q| self.quant.dequantize(q))
+            .collect()
     }
 }
