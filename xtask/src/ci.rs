@@ -1,0 +1,167 @@
+//! `cargo xtask ci`: the project's CI checks, run in order, stopping at the first failure.
+//!
+//! To add a check, append a [`Step`] to the list in [`steps`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+pub(crate) const LONG_HELP: &str = "\
+Run every CI check in order, stopping at the first failure:
+
+  1. data    fetch MNIST and Fashion-MNIST (same as `cargo xtask data`)
+  2. fmt     cargo fmt --all -- --check
+  3. clippy  cargo clippy --workspace --all-targets -- -D warnings
+  4. test    cargo test --workspace, with LASTMILE_REQUIRE_DATA=1 (real-data tests must run)
+             and LASTMILE_DATA set to the data directory of step 1
+
+Uses the cargo from $CARGO (set by `cargo run`), else `cargo` from PATH. The data directory is
+$LASTMILE_DATA, else <workspace>/data. `.ci/run` runs exactly this command.";
+
+/// What every step can see.
+struct Ctx {
+    /// Workspace root; cargo commands run here.
+    root: PathBuf,
+    /// The cargo binary to run.
+    cargo: OsString,
+    /// Absolute data directory (fetched by step 1, read by the tests).
+    data_dir: PathBuf,
+}
+
+impl Ctx {
+    /// Runs `cargo <args>` in the workspace root with extra environment variables.
+    fn cargo(&self, args: &[&str], env: &[(&str, OsString)]) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.cargo);
+        cmd.args(args).current_dir(&self.root);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let shown = format!("cargo {}", args.join(" "));
+        let status = cmd
+            .status()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        if !status.success() {
+            bail!("`{shown}` failed ({status})");
+        }
+        Ok(())
+    }
+}
+
+/// The body of a step.
+type StepFn = Box<dyn Fn(&Ctx) -> anyhow::Result<()>>;
+
+/// One named CI check.
+struct Step {
+    name: &'static str,
+    /// Shown in the step header.
+    what: &'static str,
+    run: StepFn,
+}
+
+impl Step {
+    fn new(
+        name: &'static str,
+        what: &'static str,
+        run: impl Fn(&Ctx) -> anyhow::Result<()> + 'static,
+    ) -> Step {
+        Step {
+            name,
+            what,
+            run: Box::new(run),
+        }
+    }
+
+    /// A step that runs one cargo command.
+    fn cargo(name: &'static str, what: &'static str, args: &'static [&'static str]) -> Step {
+        Step::new(name, what, move |ctx| ctx.cargo(args, &[]))
+    }
+}
+
+/// The CI steps, in order. Append new checks here.
+fn steps() -> Vec<Step> {
+    vec![
+        Step::new("data", "cargo xtask data", |ctx| {
+            crate::data::run(&ctx.data_dir)
+        }),
+        Step::cargo(
+            "fmt",
+            "cargo fmt --all -- --check",
+            &["fmt", "--all", "--", "--check"],
+        ),
+        Step::cargo(
+            "clippy",
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        Step::new(
+            "test",
+            "LASTMILE_REQUIRE_DATA=1 cargo test --workspace",
+            |ctx| {
+                ctx.cargo(
+                    &["test", "--workspace"],
+                    &[
+                        ("LASTMILE_REQUIRE_DATA", "1".into()),
+                        ("LASTMILE_DATA", ctx.data_dir.clone().into_os_string()),
+                    ],
+                )
+            },
+        ),
+    ]
+}
+
+fn elapsed(t: Instant) -> String {
+    let s = t.elapsed().as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Runs all steps; returns an error naming the first one that failed.
+pub(crate) fn run() -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let data_dir = crate::data::default_dir();
+    // Absolute, so the tests (which run in each crate's directory) find the same place.
+    let data_dir = if data_dir.is_absolute() {
+        data_dir
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(data_dir)
+    };
+    let ctx = Ctx {
+        root,
+        cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        data_dir,
+    };
+    let steps = steps();
+    let total = steps.len();
+    let start = Instant::now();
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        println!("\n==> ci step {n}/{total}: {} ({})", step.name, step.what);
+        let t = Instant::now();
+        if let Err(e) = (step.run)(&ctx) {
+            println!(
+                "\n==> ci FAILED at step {n}/{total} ({}) after {}",
+                step.name,
+                elapsed(t)
+            );
+            bail!("ci step {n}/{total} ({}) failed: {e:#}", step.name);
+        }
+        println!("==> ci step {n}/{total}: {} ok ({})", step.name, elapsed(t));
+    }
+    println!("\n==> ci: all {total} steps passed in {}", elapsed(start));
+    Ok(())
+}
