@@ -1,0 +1,175 @@
+//! The training loop over any backend: frozen prefix once per batch, QZO-FF steps
+//! on the trainable suffix.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use lastmile_core::backend::{Backend, BackendError, PreparedModel};
+use lastmile_core::model::QuantModel;
+use lastmile_core::quant::ActQuant;
+
+use crate::loss::cross_entropy;
+use crate::perturb::TrainableLayout;
+use crate::split::{Split, frozen_prefix_len, split_at};
+use crate::step::{StepConfig, StepError, StepReport, check_config, qzo_step};
+
+/// Trains one model on one backend.
+#[derive(Debug)]
+pub struct Trainer {
+    model: QuantModel,
+    split: Split,
+    prefix: Option<Box<dyn PreparedModel>>,
+    suffix: Box<dyn PreparedModel>,
+    layout: TrainableLayout,
+    config: StepConfig,
+    logits_quant: ActQuant,
+    classes: usize,
+    step: u64,
+    features: Vec<i8>,
+    logits: Vec<i8>,
+}
+
+impl Trainer {
+    /// Prepares `model` on `backend`: cuts off the frozen prefix (prepared separately and
+    /// run once per batch) and lays out the trainable tensors.
+    pub fn new(
+        backend: &dyn Backend,
+        model: QuantModel,
+        config: StepConfig,
+    ) -> Result<Self, String> {
+        check_config(&config).map_err(String::from)?;
+        model.validate().map_err(|e| format!("{e}"))?;
+        if model.num_trainable() == 0 {
+            return Err("the model has no trainable parameters; mark some trainable first".into());
+        }
+        let cut = frozen_prefix_len(&model);
+        let split = split_at(&model, cut)?;
+        let prefix = match &split.prefix {
+            Some(p) => Some(
+                backend
+                    .prepare(p)
+                    .map_err(|e| format!("preparing the frozen prefix: {e}"))?,
+            ),
+            None => None,
+        };
+        let suffix = backend
+            .prepare(&split.suffix)
+            .map_err(|e| format!("preparing the trainable suffix: {e}"))?;
+        let layout = TrainableLayout::new(&split.suffix);
+        let logits_quant = *model.act.last().ok_or("model has no output quantization")?;
+        let classes = suffix.output_shape().iter().product();
+        Ok(Trainer {
+            model,
+            split,
+            prefix,
+            suffix,
+            layout,
+            config,
+            logits_quant,
+            classes,
+            step: 0,
+            features: Vec::new(),
+            logits: Vec::new(),
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Sets the step counter (when resuming from a checkpoint).
+    pub fn set_steps(&mut self, step: u64) {
+        self.step = step;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StepConfig {
+        &self.config
+    }
+
+    /// Nodes run once per batch (frozen prefix).
+    pub fn prefix_nodes(&self) -> usize {
+        self.split
+            .prefix
+            .as_ref()
+            .map_or(0, |p| p.topology.nodes.len())
+    }
+
+    /// Trainable elements.
+    pub fn trainable_elements(&self) -> u64 {
+        self.layout.total
+    }
+
+    /// Number of classes (logits per sample).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn run_prefix(&mut self, input: &[i8], n: usize) -> Result<(), BackendError> {
+        match (&mut self.prefix, &self.split.prefix) {
+            (Some(p), Some(m)) => p.forward(&m.params, input, n, &mut self.features),
+            _ => {
+                self.features.clear();
+                self.features.extend_from_slice(input);
+                Ok(())
+            }
+        }
+    }
+
+    /// One QZO-FF step on a batch (`n` samples of input codes, `labels`) at learning rate `lr`.
+    pub fn step(&mut self, input: &[i8], labels: &[u8], lr: f64) -> Result<StepReport, String> {
+        let n = labels.len();
+        self.run_prefix(input, n)
+            .map_err(|e| format!("prefix forward: {e}"))?;
+        let (suffix, features, logits) = (&mut self.suffix, &self.features, &mut self.logits);
+        let (quant, classes) = (self.logits_quant, self.classes);
+        let loss = |params: &[lastmile_core::model::QParam]| -> Result<f64, BackendError> {
+            suffix.forward(params, features, n, logits)?;
+            Ok(cross_entropy(logits, quant, labels, classes).0)
+        };
+        let report = qzo_step(
+            &mut self.split.suffix.params,
+            &self.layout,
+            &self.config,
+            self.step,
+            lr,
+            loss,
+        )
+        .map_err(|e: StepError<BackendError>| format!("step {}: {e}", self.step))?;
+        self.step += 1;
+        Ok(report)
+    }
+
+    /// Loss and correct count of the current weights on a batch (one forward).
+    pub fn evaluate(&mut self, input: &[i8], labels: &[u8]) -> Result<(f64, usize), String> {
+        let n = labels.len();
+        self.run_prefix(input, n)
+            .map_err(|e| format!("prefix forward: {e}"))?;
+        self.suffix
+            .forward(
+                &self.split.suffix.params,
+                &self.features,
+                n,
+                &mut self.logits,
+            )
+            .map_err(|e| format!("forward: {e}"))?;
+        Ok(cross_entropy(
+            &self.logits,
+            self.logits_quant,
+            labels,
+            self.classes,
+        ))
+    }
+
+    /// The model with the trained weights written back.
+    pub fn model(&self) -> QuantModel {
+        let mut m = self.model.clone();
+        for (i, &orig) in self.split.suffix_param_origin.iter().enumerate() {
+            m.params[orig] = self.split.suffix.params[i].clone();
+        }
+        m
+    }
+}
