@@ -35,6 +35,7 @@ pub mod plan;
 pub mod ptq;
 pub mod quant;
 pub mod tensor;
+pub mod zoo;
 
 pub use backend::{Backend, BackendError, Capabilities, Exactness, PreparedModel, WeightUpdates};
 pub use graph::{Node, Op, ParamId, Topology, ValueId};
