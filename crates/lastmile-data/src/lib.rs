@@ -20,12 +20,14 @@
 //! `shuffle` module docs), so a seed means the same thing on x86_64, aarch64, armv7 and Cortex-M.
 #![forbid(unsafe_code)]
 
+mod corrupt;
 mod digits;
 mod error;
 mod idx;
 mod shuffle;
 mod sources;
 
+pub use corrupt::Corruption;
 pub use digits::{DIGITS_SPLIT_SEED, DIGITS_TRAIN_FRACTION, digits, digits_split};
 pub use error::DataError;
 pub use idx::{IdxArray, read_idx, read_idx_bytes};
