@@ -5,6 +5,7 @@
 //! `eval`, `new` and `quantize` in [`evaluate`].
 #![forbid(unsafe_code)]
 
+mod adapt;
 mod backends_cmd;
 mod evaluate;
 mod info;
@@ -31,6 +32,7 @@ Examples:
   lastmile quantize --model float.lmm --data digits --bits 16 -o model.lmm
   lastmile info model.lmm
   lastmile eval --model model.lmm --data digits --backend cpu-ref
+  lastmile adapt --model model.lmm --data digits --corrupt rotate@3 -o adapted.lmm
   lastmile backends --json";
 
 /// The command line.
@@ -85,6 +87,17 @@ model until a backprop pretrainer lands; it is not backprop-pretrained.",
         after_help = "Example:\n  lastmile quantize --model float.lmm --data digits --bits 16 -o model.lmm"
     )]
     Quantize(quantize::QuantizeArgs),
+    /// Adapt a quantized model to local data with fixed-point forward gradients (QZO-FF).
+    #[command(
+        long_about = "Adapt a quantized model to local data with QZO-FF: for each of m random directions z \
+(regenerated from the seed, never stored) the trainable weights are perturbed in place by ±ε·z, the \
+backend runs two forward calls, and the weights move along z in fixed point according to the loss \
+difference. Only Backend::forward is used; the frozen prefix runs once per batch.",
+        after_help = "Examples:\n  lastmile adapt --model model.lmm --data digits --corrupt rotate@3 --steps 300 -o adapted.lmm\n  \
+lastmile adapt --model model.lmm --trainable all --draws 1 --rounding stochastic --json\n  \
+lastmile adapt --model model.lmm --checkpoint run.lmm --resume"
+    )]
+    Adapt(adapt::AdaptArgs),
 }
 
 /// How to talk to the user, decided once from the global flags.
@@ -139,6 +152,7 @@ fn main() -> ExitCode {
         Command::Backends(a) => backends_cmd::run(a, Ui::new(&cli.global, a.json.json)),
         Command::New(a) => new::run(a, Ui::new(&cli.global, a.json.json)),
         Command::Quantize(a) => quantize::run(a, Ui::new(&cli.global, a.json.json)),
+        Command::Adapt(a) => adapt::run(a, Ui::new(&cli.global, a.json.json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

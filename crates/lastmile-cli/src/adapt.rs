@@ -1,0 +1,620 @@
+//! `lastmile adapt`: QZO-FF fixed-point forward-gradient adaptation on any backend,
+//! with atomic checkpoints and bit-identical resume.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use lastmile_core::QuantModel;
+use lastmile_core::format::AnyModel;
+use lastmile_core::model::ParamRole;
+use lastmile_data::{Corruption, Dataset};
+use lastmile_train::{Distribution, Estimator, Rounding, StepConfig, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::pick_backend;
+use crate::util::{self, check_compatible, images_f32};
+use crate::{JsonFlag, SplitArg, Ui};
+
+/// Metadata key holding the training state of a checkpoint.
+pub const STATE_KEY: &str = "train.state";
+
+/// Arguments of `lastmile adapt`.
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// Quantized model to adapt (from `lastmile quantize`).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Dataset: digits, mnist, fashion-mnist [default: the model's dataset].
+    #[arg(long, value_name = "NAME")]
+    pub data: Option<String>,
+    /// A synthetic last-mile shift applied to the real images, as NAME@SEVERITY (1-5):
+    /// gaussian-noise, blur, contrast, rotate, shift, brightness, invert. E.g. rotate@3.
+    #[arg(long, value_name = "NAME@S", value_parser = parse_corruption)]
+    pub corrupt: Option<(Corruption, u8)>,
+    /// Split to adapt on.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitArg,
+    /// Split to measure accuracy on.
+    #[arg(long, value_enum, default_value = "test")]
+    pub eval_split: SplitArg,
+    /// Use only the first N adaptation samples (few-shot budgets).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Backend running the forward calls (see `lastmile backends`) [default: the best available].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Training steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    /// Samples per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Perturbations averaged per step (m): each costs two forward calls.
+    #[arg(long, default_value_t = 3)]
+    pub draws: u32,
+    /// Gradient estimator.
+    #[arg(long, value_enum, default_value = "sign-spsa")]
+    pub estimator: EstimatorArg,
+    /// Distribution of the perturbation z.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub dist: DistArg,
+    /// Perturbation size ε: weight LSBs (e.g. 64) or percent of the largest weight code (e.g. 1.5%).
+    #[arg(long, default_value = "1%", value_parser = parse_amount)]
+    pub epsilon: Amount,
+    /// Learning rate: expected update in weight LSBs per step (e.g. 2000) or percent of the
+    /// largest weight code (e.g. 0.3%).
+    #[arg(long, default_value = "0.3%", value_parser = parse_amount)]
+    pub lr: Amount,
+    /// Learning-rate schedule over the run.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub schedule: ScheduleArg,
+    /// Rounding of fixed-point updates to whole LSBs.
+    #[arg(long, value_enum, default_value = "nearest")]
+    pub rounding: RoundingArg,
+    /// Sharpness-aware perturbation: ascend RHO (LSBs or %) before estimating (doubles the forwards).
+    #[arg(long, value_parser = parse_amount)]
+    pub sharpness: Option<Amount>,
+    /// What to train: head (last conv/linear layer), all, bias, or a comma list of layer names.
+    #[arg(long, default_value = "keep")]
+    pub trainable: String,
+    /// Seed of the perturbations and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Measure accuracy every N steps (and at the start and end).
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: u64,
+    /// Write the adapted model here.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Checkpoint file, written atomically every --checkpoint-every steps.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: u64,
+    /// Continue from --checkpoint; the result is bit-identical to an uninterrupted run.
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+    /// Stop after this many steps in this invocation (time-boxed sessions on a device);
+    /// the checkpoint records where, and --resume continues.
+    #[arg(long, value_name = "N", requires = "checkpoint")]
+    pub stop_after: Option<u64>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `--estimator`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EstimatorArg {
+    /// sign(L+ − L−)·z averaged over m draws (sign-m-SPSA).
+    SignSpsa,
+    /// (L+ − L−)/2ε·z averaged over m draws.
+    Spsa,
+}
+
+/// `--dist`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DistArg {
+    /// Standard normal, quantized to int8 codes.
+    Gaussian,
+    /// ±1.
+    Rademacher,
+    /// Integer-only approximate normal (for FPU-less targets).
+    IntGaussian,
+}
+
+/// `--rounding`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoundingArg {
+    /// Round half up.
+    Nearest,
+    /// Unbiased stochastic rounding.
+    Stochastic,
+}
+
+/// `--schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleArg {
+    /// The same rate every step.
+    Constant,
+    /// Cosine decay to zero over the run.
+    Cosine,
+}
+
+/// A size given in weight LSBs or as a fraction of the largest code.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    /// Weight LSBs.
+    Lsb(f64),
+    /// Fraction of `qmax` (127 or 32767).
+    Fraction(f64),
+}
+
+impl Amount {
+    /// In LSBs for weights of `qmax`.
+    pub fn lsb(self, qmax: i32) -> f64 {
+        match self {
+            Amount::Lsb(v) => v,
+            Amount::Fraction(f) => f * qmax as f64,
+        }
+    }
+}
+
+fn parse_amount(s: &str) -> Result<Amount, String> {
+    let (num, pct) = match s.strip_suffix('%') {
+        Some(n) => (n, true),
+        None => (s, false),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of LSBs or a percentage like 1.5%"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("'{s}' must be finite and ≥ 0"));
+    }
+    Ok(if pct {
+        Amount::Fraction(v / 100.0)
+    } else {
+        Amount::Lsb(v)
+    })
+}
+
+fn parse_corruption(s: &str) -> Result<(Corruption, u8), String> {
+    let (name, sev) = s.split_once('@').unwrap_or((s, "3"));
+    let c = Corruption::parse(name).ok_or_else(|| {
+        format!(
+            "unknown corruption '{name}'; valid: {}",
+            Corruption::ALL.map(|c| c.name()).join(", ")
+        )
+    })?;
+    let sev: u8 = sev
+        .parse()
+        .ok()
+        .filter(|v| (1..=5).contains(v))
+        .ok_or_else(|| format!("severity '{sev}' must be 1 to 5"))?;
+    Ok((c, sev))
+}
+
+/// Everything that determines the trajectory; stored in checkpoints and checked on resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Steps completed.
+    pub step: u64,
+    /// Total steps of the run.
+    pub steps: u64,
+    /// Step configuration (seed, m, estimator, ε, rounding, ...).
+    pub config: StepConfig,
+    /// Base learning rate in LSBs.
+    pub lr_lsb: f64,
+    /// Schedule.
+    pub schedule: ScheduleArg,
+    /// Batch size.
+    pub batch: usize,
+    /// Dataset name including any corruption.
+    pub data: String,
+    /// Adaptation samples.
+    pub samples: usize,
+}
+
+impl RunState {
+    fn lr_at(&self, step: u64) -> f64 {
+        match self.schedule {
+            ScheduleArg::Constant => self.lr_lsb,
+            ScheduleArg::Cosine => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                self.lr_lsb * 0.5 * (1.0 + libm::cos(core::f64::consts::PI * t))
+            }
+        }
+    }
+}
+
+/// Marks the trainable parameters for `--trainable`.
+pub fn apply_scope(model: &mut QuantModel, scope: &str) -> Result<()> {
+    match scope {
+        "keep" => {}
+        "all" => model.set_trainable(|_| true),
+        "bias" => model.set_trainable(|s| s.role == ParamRole::Bias),
+        "head" => {
+            let last = (0..model.topology.nodes.len())
+                .rev()
+                .find(|&i| model.node_has_weights(i))
+                .context("the model has no conv/linear layer")?;
+            let name = model.topology.nodes[last].name.clone();
+            model.set_trainable(|s| s.name.split('.').next() == Some(name.as_str()));
+        }
+        list => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            for n in &names {
+                if !model
+                    .topology
+                    .nodes
+                    .iter()
+                    .any(|node| node.name == *n && node.op.params().len() > 0)
+                {
+                    let valid: Vec<&str> = model
+                        .topology
+                        .nodes
+                        .iter()
+                        .filter(|n| n.op.params().len() > 0)
+                        .map(|n| n.name.as_str())
+                        .collect();
+                    bail!(
+                        "--trainable: no layer with weights is called '{n}'; layers: {}; or use head, all, bias",
+                        valid.join(", ")
+                    );
+                }
+            }
+            model.set_trainable(|s| names.contains(&s.name.split('.').next().unwrap_or("")));
+        }
+    }
+    if model.num_trainable() == 0 {
+        bail!(
+            "--trainable {scope}: nothing is trainable in this model; use head, all, bias or layer names"
+        );
+    }
+    Ok(())
+}
+
+fn corrupt(d: Dataset, c: Option<(Corruption, u8)>, seed: u64) -> Dataset {
+    match c {
+        Some((c, s)) => d.corrupted(c, s, seed),
+        None => d,
+    }
+}
+
+/// Accuracy and loss of the trainer's current weights on all of `data`.
+fn measure(t: &mut Trainer, data: &Dataset, q: lastmile_core::ActQuant) -> Result<(f64, f64)> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let (mut loss, mut correct) = (0.0, 0usize);
+    for chunk in idx.chunks(256) {
+        let x: Vec<i8> = images_f32(data, chunk)
+            .iter()
+            .map(|&v| q.quantize(v))
+            .collect();
+        let y: Vec<u8> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let (l, c) = t.evaluate(&x, &y).map_err(|e| anyhow!(e))?;
+        loss += l * chunk.len() as f64;
+        correct += c;
+    }
+    Ok((correct as f64 / data.len() as f64, loss / data.len() as f64))
+}
+
+#[derive(Debug, Serialize)]
+struct EvalPoint {
+    step: u64,
+    accuracy: f64,
+    loss: f64,
+    forwards: u64,
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct AdaptJson<'a> {
+    model: String,
+    backend: String,
+    data: &'a str,
+    samples: usize,
+    trainable_params: u64,
+    frozen_prefix_nodes: usize,
+    state: &'a RunState,
+    zero_shot_accuracy: f64,
+    adapted_accuracy: f64,
+    curve: &'a [EvalPoint],
+    forwards: u64,
+    forwards_per_second: f64,
+    perturb_saturations: u64,
+    update_saturations: u64,
+    seconds: f64,
+    output: Option<String>,
+}
+
+/// `lastmile adapt`.
+pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let source = if args.resume {
+        args.checkpoint
+            .clone()
+            .context("--resume needs --checkpoint")?
+    } else {
+        args.model.clone()
+    };
+    let mut model = match util::load_model(&source)? {
+        AnyModel::Quantized(m) => m,
+        AnyModel::Float(_) => bail!(
+            "model '{}' is a float model; quantize it first (`lastmile quantize`)",
+            source.display()
+        ),
+    };
+    let qmax = model.weight_bits.qmax();
+    let data_name = util::dataset_name(args.data.as_deref(), &model.metadata)?;
+    let train = util::open_dataset(&data_name, args.split.into())?;
+    let train = match args.limit {
+        Some(n) => train.subset(&(0..n.min(train.len())).collect::<Vec<_>>()),
+        None => train,
+    };
+    let train = corrupt(train, args.corrupt, args.seed);
+    let eval = corrupt(
+        util::open_dataset(&data_name, args.eval_split.into())?,
+        args.corrupt,
+        args.seed ^ 0x5eed,
+    );
+
+    let config = StepConfig {
+        seed: args.seed,
+        draws: args.draws,
+        estimator: match args.estimator {
+            EstimatorArg::SignSpsa => Estimator::SignSpsa,
+            EstimatorArg::Spsa => Estimator::Spsa,
+        },
+        distribution: match args.dist {
+            DistArg::Gaussian => Distribution::Gaussian,
+            DistArg::Rademacher => Distribution::Rademacher,
+            DistArg::IntGaussian => Distribution::IntGaussian,
+        },
+        epsilon_lsb: libm::rint(args.epsilon.lsb(qmax)).max(1.0) as u32,
+        lr: args.lr.lsb(qmax),
+        rounding: match args.rounding {
+            RoundingArg::Nearest => Rounding::Nearest,
+            RoundingArg::Stochastic => Rounding::Stochastic,
+        },
+        sharpness_rho: args.sharpness.map(|r| r.lsb(qmax)),
+    };
+    let mut state = RunState {
+        step: 0,
+        steps: args.steps,
+        config: config.clone(),
+        lr_lsb: args.lr.lsb(qmax),
+        schedule: args.schedule,
+        batch: args.batch,
+        data: train.name.clone(),
+        samples: train.len(),
+    };
+    if args.resume {
+        let saved: RunState = model
+            .metadata
+            .get(STATE_KEY)
+            .context("the checkpoint has no training state (was it written by `lastmile adapt --checkpoint`?)")
+            .and_then(|s| serde_json::from_str(s).context("the checkpoint's training state is not valid JSON"))
+            .with_context(|| format!("cannot resume from '{}'", source.display()))?;
+        let mut expect = saved.clone();
+        expect.step = 0;
+        if expect != state {
+            bail!(
+                "cannot resume from '{}': it was written by a run with different settings\n  checkpoint: {}\n  this run:   {}",
+                source.display(),
+                serde_json::to_string(&expect)?,
+                serde_json::to_string(&state)?
+            );
+        }
+        state.step = saved.step;
+    } else {
+        apply_scope(&mut model, &args.trainable)?;
+    }
+
+    let backend = pick_backend(args.backend.as_deref())?;
+    let q_in = model.act[0];
+    let mut trainer = Trainer::new(backend.as_ref(), model.clone(), config)
+        .map_err(|e| anyhow!("cannot train on backend '{}': {e}", backend.name()))?;
+    if trainer.classes() < train.num_classes {
+        bail!(
+            "dataset '{}' has {} classes but the model has {} outputs",
+            train.name,
+            train.num_classes,
+            trainer.classes()
+        );
+    }
+    check_compatible(&model.topology.input_shape, &[trainer.classes()], &train)?;
+    trainer.set_steps(state.step);
+
+    let start = Instant::now();
+    let (zero_acc, zero_loss) = measure(&mut trainer, &eval, q_in)?;
+    let mut curve = vec![EvalPoint {
+        step: state.step,
+        accuracy: zero_acc,
+        loss: zero_loss,
+        forwards: 0,
+        seconds: 0.0,
+    }];
+    if !ui.json {
+        let what = if args.resume {
+            format!("resumed at step {}", state.step)
+        } else {
+            "zero-shot".into()
+        };
+        eprintln!(
+            "adapting {} params ({} of {} nodes frozen in the prefix) on {} ({} samples) with {} on {}/{}",
+            trainer.trainable_elements(),
+            trainer.prefix_nodes(),
+            model.topology.nodes.len(),
+            train.name,
+            train.len(),
+            describe(&state.config),
+            backend.name(),
+            backend.tier()
+        );
+        eprintln!(
+            "{what}: accuracy {:.2}%, loss {:.4} on {}",
+            zero_acc * 100.0,
+            zero_loss,
+            eval.name
+        );
+    }
+    let bar = util::progress(
+        ui,
+        (state.steps - state.step.min(state.steps)) as usize,
+        "adapt",
+    );
+    let x_all: Vec<i8> = images_f32(&train, &(0..train.len()).collect::<Vec<_>>())
+        .iter()
+        .map(|&v| q_in.quantize(v))
+        .collect();
+    let sample = train.sample_len();
+    let per_epoch = train.len().div_ceil(args.batch) as u64;
+    let mut order: Option<(u64, Vec<Vec<usize>>)> = None;
+    let (mut forwards, mut psat, mut usat) = (0u64, 0u64, 0u64);
+    let mut running = f64::NAN;
+    let stop_at = args
+        .stop_after
+        .map_or(state.steps, |n| state.steps.min(state.step + n));
+    while state.step < stop_at {
+        let (epoch, pos) = (state.step / per_epoch, (state.step % per_epoch) as usize);
+        if order.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            order = Some((
+                epoch,
+                train
+                    .batches(args.batch, Some(args.seed.wrapping_add(epoch)))
+                    .collect(),
+            ));
+        }
+        let batch = &order.as_ref().expect("set above").1[pos];
+        let x: Vec<i8> = batch
+            .iter()
+            .flat_map(|&i| x_all[i * sample..(i + 1) * sample].iter().copied())
+            .collect();
+        let y: Vec<u8> = batch.iter().map(|&i| train.labels[i]).collect();
+        let report = trainer
+            .step(&x, &y, state.lr_at(state.step))
+            .map_err(|e| anyhow!(e))?;
+        forwards += report.forwards as u64;
+        psat += report.perturb_saturations;
+        usat += report.update.saturated;
+        let l = report.mean_loss();
+        running = if running.is_nan() {
+            l
+        } else {
+            0.9 * running + 0.1 * l
+        };
+        state.step += 1;
+        bar.inc(1);
+        let rate = forwards as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("loss {running:.3}, {rate:.0} fwd/s"));
+        if state.step % args.eval_every.max(1) == 0 || state.step == stop_at {
+            let (acc, loss) = measure(&mut trainer, &eval, q_in)?;
+            curve.push(EvalPoint {
+                step: state.step,
+                accuracy: acc,
+                loss,
+                forwards,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            if !ui.json {
+                bar.suspend(|| {
+                    eprintln!(
+                        "step {:>5}: accuracy {:.2}%, loss {:.4}, train loss {running:.4}",
+                        state.step,
+                        acc * 100.0,
+                        loss
+                    )
+                });
+            }
+        }
+        if let Some(ck) = &args.checkpoint
+            && (state.step % args.checkpoint_every.max(1) == 0 || state.step == stop_at)
+        {
+            let mut m = trainer.model();
+            m.metadata
+                .insert(STATE_KEY.into(), serde_json::to_string(&state)?);
+            util::save_quant_model(ck, &m)?;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let last = curve.last().map_or(zero_acc, |p| p.accuracy);
+    let mut adapted = trainer.model();
+    adapted.metadata.insert(
+        "adapted".into(),
+        format!(
+            "{} steps of {} on {}",
+            state.steps,
+            describe(&state.config),
+            train.name
+        ),
+    );
+    if let Some(out) = &args.output {
+        util::save_quant_model(out, &adapted)?;
+    }
+    if ui.json {
+        let j = AdaptJson {
+            model: source.display().to_string(),
+            backend: format!("{}/{}", backend.name(), backend.tier()),
+            data: &train.name,
+            samples: train.len(),
+            trainable_params: trainer.trainable_elements(),
+            frozen_prefix_nodes: trainer.prefix_nodes(),
+            state: &state,
+            zero_shot_accuracy: zero_acc,
+            adapted_accuracy: last,
+            curve: &curve,
+            forwards,
+            forwards_per_second: forwards as f64 / seconds.max(1e-9),
+            perturb_saturations: psat,
+            update_saturations: usat,
+            seconds,
+            output: args.output.as_ref().map(|p| p.display().to_string()),
+        };
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!(
+            "accuracy {:.2}% -> {:.2}% on {} after {} steps ({} forward calls, {:.0}/s, {})",
+            curve[0].accuracy * 100.0,
+            last * 100.0,
+            eval.name,
+            state.step,
+            forwards,
+            forwards as f64 / seconds.max(1e-9),
+            util::secs(seconds)
+        );
+        if psat + usat > 0 {
+            println!(
+                "saturation: {psat} perturbed codes (restored exactly), {usat} updated codes clamped"
+            );
+        }
+        if let Some(out) = &args.output {
+            println!("wrote {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn describe(c: &StepConfig) -> String {
+    let est = match c.estimator {
+        Estimator::SignSpsa => "sign-SPSA",
+        Estimator::Spsa => "SPSA",
+    };
+    let mut s = format!(
+        "QZO-FF {est} m={} ε={} LSB lr={:.0} LSB",
+        c.draws, c.epsilon_lsb, c.lr
+    );
+    if c.rounding == Rounding::Stochastic {
+        s.push_str(" stochastic rounding");
+    }
+    if let Some(r) = c.sharpness_rho {
+        s.push_str(&format!(" sharpness ρ={r:.0}"));
+    }
+    s
+}
