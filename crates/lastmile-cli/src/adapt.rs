@@ -76,6 +76,16 @@ pub struct AdaptArgs {
     /// Sharpness-aware perturbation: ascend RHO (LSBs or %) before estimating (doubles the forwards).
     #[arg(long, value_parser = parse_amount)]
     pub sharpness: Option<Amount>,
+    /// Kernel-wise normalization of z: every output channel gets a perturbation of RMS exactly 32.
+    #[arg(long)]
+    pub kernel_norm: bool,
+    /// Sparse update: train a seeded random fraction of each weight tensor's output channels (0-1].
+    #[arg(long, value_name = "F")]
+    pub sparse_channels: Option<f64>,
+    /// Sparse update: train only this fraction of each weight tensor's weights, the smallest in
+    /// magnitude (0-1].
+    #[arg(long, value_name = "F")]
+    pub sparse_magnitude: Option<f64>,
     /// What to train: head (last conv/linear layer), all, bias, or a comma list of layer names.
     #[arg(long, default_value = "keep")]
     pub trainable: String,
@@ -383,6 +393,12 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             RoundingArg::Stochastic => Rounding::Stochastic,
         },
         sharpness_rho: args.sharpness.map(|r| r.lsb(qmax)),
+        kernel_norm: args.kernel_norm,
+        sparsity: lastmile_train::Sparsity {
+            channel_fraction: args.sparse_channels,
+            magnitude_fraction: args.sparse_magnitude,
+            seed: args.seed,
+        },
     };
     let mut state = RunState {
         step: 0,
@@ -615,6 +631,15 @@ fn describe(c: &StepConfig) -> String {
     }
     if let Some(r) = c.sharpness_rho {
         s.push_str(&format!(" sharpness ρ={r:.0}"));
+    }
+    if c.kernel_norm {
+        s.push_str(" kernel-norm");
+    }
+    if let Some(f) = c.sparsity.channel_fraction {
+        s.push_str(&format!(" sparse-channels={f}"));
+    }
+    if let Some(f) = c.sparsity.magnitude_fraction {
+        s.push_str(&format!(" sparse-magnitude={f}"));
     }
     s
 }

@@ -29,7 +29,7 @@ pub mod step;
 pub mod trainer;
 pub mod z;
 
-pub use perturb::{Rounding, TrainableLayout};
+pub use perturb::{Rounding, Sparsity, TrainableLayout};
 pub use step::{Estimator, StepConfig, StepReport, qzo_step};
 pub use trainer::Trainer;
 pub use z::Distribution;

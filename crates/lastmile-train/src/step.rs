@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use lastmile_core::model::QParam;
 
 use crate::perturb::{
-    self, COEFF_SHIFT, DrawKey, Rounding, SatLog, TrainableLayout, UpdateKey, UpdateStats,
+    self, COEFF_SHIFT, DrawKey, Rounding, SatLog, Sparsity, TrainableLayout, UpdateKey, UpdateStats,
 };
 use crate::z::{Distribution, MAX_DRAWS, Z_SHIFT};
 
@@ -45,6 +45,13 @@ pub struct StepConfig {
     /// Sharpness-aware perturbation: ascend `rho` LSBs along the first estimate, take the
     /// gradient there, apply it at the original weights. `None` = off.
     pub sharpness_rho: Option<f64>,
+    /// Kernel-wise normalization: rescale z per output channel to RMS exactly 32, so
+    /// every kernel is perturbed by the same relative amount.
+    #[serde(default)]
+    pub kernel_norm: bool,
+    /// Sparse update: which weights train (applied when the trainer lays out tensors).
+    #[serde(default)]
+    pub sparsity: Sparsity,
 }
 
 impl Default for StepConfig {
@@ -58,6 +65,8 @@ impl Default for StepConfig {
             lr: 1.0,
             rounding: Rounding::Nearest,
             sharpness_rho: None,
+            kernel_norm: false,
+            sparsity: Sparsity::default(),
         }
     }
 }
@@ -132,6 +141,17 @@ pub fn check_config(cfg: &StepConfig) -> Result<(), &'static str> {
     if !(cfg.lr.is_finite() && cfg.lr >= 0.0) {
         return Err("learning rate must be finite and ≥ 0");
     }
+    for f in [
+        cfg.sparsity.channel_fraction,
+        cfg.sparsity.magnitude_fraction,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !(f > 0.0 && f <= 1.0) {
+            return Err("sparse-update fractions must be in (0, 1]");
+        }
+    }
     if let Some(rho) = cfg.sharpness_rho {
         if !(rho.is_finite() && rho > 0.0) {
             return Err("sharpness rho must be finite and > 0");
@@ -160,6 +180,7 @@ fn estimate<E>(
             step,
             draw: d,
             dist: cfg.distribution,
+            kernel_norm: cfg.kernel_norm,
         };
         let mut pair = [0.0f64; 2];
         for (j, sign) in [1i64, -1].into_iter().enumerate() {
@@ -202,7 +223,7 @@ fn coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)], lr: f64) ->
             let a = libm::rint(c * scale);
             (
                 first + i as u32,
-                a.clamp(-(1i64 << 40) as f64, (1i64 << 40) as f64) as i64,
+                a.clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i64,
             )
         })
         .collect()
@@ -250,6 +271,7 @@ pub fn qzo_step<E>(
                 coeffs: &ascent,
                 rounding: Rounding::Nearest,
                 round_step: step,
+                kernel_norm: cfg.kernel_norm,
             };
             let mut alog = SatLog::default();
             perturb::apply_update(params, layout, akey, -1, Some(&mut alog));
@@ -276,6 +298,7 @@ pub fn qzo_step<E>(
         coeffs: &coeffs,
         rounding: cfg.rounding,
         round_step: step,
+        kernel_norm: cfg.kernel_norm,
     };
     report.update = perturb::apply_update(params, layout, ukey, 1, None);
     report.losses = losses;

@@ -57,7 +57,7 @@ impl Trainer {
         let suffix = backend
             .prepare(&split.suffix)
             .map_err(|e| format!("preparing the trainable suffix: {e}"))?;
-        let layout = TrainableLayout::new(&split.suffix);
+        let layout = TrainableLayout::sparse(&split.suffix, config.sparsity);
         let logits_quant = *model.act.last().ok_or("model has no output quantization")?;
         let classes = suffix.output_shape().iter().product();
         Ok(Trainer {
@@ -98,9 +98,9 @@ impl Trainer {
             .map_or(0, |p| p.topology.nodes.len())
     }
 
-    /// Trainable elements.
+    /// Trainable elements (after any sparse-update mask).
     pub fn trainable_elements(&self) -> u64 {
-        self.layout.total
+        self.layout.active()
     }
 
     /// Number of classes (logits per sample).

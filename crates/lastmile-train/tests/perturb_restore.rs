@@ -4,7 +4,9 @@
 use lastmile_core::graph::{TopologyBuilder, ValueId};
 use lastmile_core::model::{QData, QParam, QuantModel};
 use lastmile_core::quant::{ActQuant, Activation, WeightBits};
-use lastmile_train::perturb::{self, DrawKey, Rounding, SatLog, TrainableLayout, UpdateKey};
+use lastmile_train::perturb::{
+    self, DrawKey, Rounding, SatLog, Sparsity, TrainableLayout, UpdateKey,
+};
 use lastmile_train::z::Distribution;
 use proptest::prelude::*;
 
@@ -67,6 +69,21 @@ fn model(bits: WeightBits, codes: &[i32], bias_codes: &[i32]) -> QuantModel {
     m
 }
 
+fn layout_for(m: &QuantModel, sparse: bool) -> TrainableLayout {
+    if sparse {
+        TrainableLayout::sparse(
+            m,
+            Sparsity {
+                channel_fraction: Some(0.5),
+                magnitude_fraction: Some(0.5),
+                seed: 9,
+            },
+        )
+    } else {
+        TrainableLayout::new(m)
+    }
+}
+
 fn dist_strategy() -> impl Strategy<Value = Distribution> {
     prop_oneof![
         Just(Distribution::Rademacher),
@@ -90,12 +107,12 @@ proptest! {
         codes in prop::collection::vec(prop_oneof![Just(i32::MAX), Just(-i32::MAX), -200i32..200, any::<i16>().prop_map(i32::from)], 1..40),
         bias in prop::collection::vec(any::<i32>(), 1..8),
         k in prop_oneof![1i64..4, 100i64..5000],
-        seed in any::<u64>(), step in 0u64..1_000_000, draw in 0u32..200, sign in prop_oneof![Just(1i64), Just(-1i64)],
+        seed in any::<u64>(), step in 0u64..1_000_000, draw in 0u32..200, sign in prop_oneof![Just(1i64), Just(-1i64)], kernel_norm in any::<bool>(), sparse in any::<bool>(),
     ) {
         let mut m = model(bits, &codes, &bias);
         let before = m.params.clone();
-        let layout = TrainableLayout::new(&m);
-        let key = DrawKey { seed, step, draw, dist };
+        let layout = layout_for(&m, sparse);
+        let key = DrawKey { seed, step, draw, dist, kernel_norm };
         let mut log = SatLog::default();
         let sat = perturb::perturb(&mut m.params, &layout, key, k, sign, &mut log);
         prop_assert_eq!(sat, log.len());
@@ -109,14 +126,14 @@ proptest! {
         dist in dist_strategy(),
         codes in prop::collection::vec(prop_oneof![Just(i32::MAX), Just(-i32::MAX), -300i32..300], 1..40),
         coeffs in prop::collection::vec(-(1i64 << 24)..(1i64 << 24), 1..4),
-        stochastic in any::<bool>(), seed in any::<u64>(), step in 0u64..1000,
+        stochastic in any::<bool>(), seed in any::<u64>(), step in 0u64..1000, kernel_norm in any::<bool>(), sparse in any::<bool>(),
     ) {
         let mut m = model(bits, &codes, &[5, -9, 1 << 20]);
         let before = m.params.clone();
-        let layout = TrainableLayout::new(&m);
+        let layout = layout_for(&m, sparse);
         let coeffs: Vec<(u32, i64)> = coeffs.into_iter().enumerate().map(|(d, a)| (d as u32, a)).collect();
         let rounding = if stochastic { Rounding::Stochastic } else { Rounding::Nearest };
-        let key = UpdateKey { seed, step, dist, coeffs: &coeffs, rounding, round_step: step };
+        let key = UpdateKey { seed, step, dist, coeffs: &coeffs, rounding, round_step: step, kernel_norm };
         let mut log = SatLog::default();
         perturb::apply_update(&mut m.params, &layout, key, -1, Some(&mut log));
         perturb::revert_update(&mut m.params, &layout, key, -1, &log);
@@ -134,6 +151,7 @@ fn perturbation_actually_moves_weights_and_respects_bounds() {
         step: 0,
         draw: 0,
         dist: Distribution::Rademacher,
+        kernel_norm: false,
     };
     let mut log = SatLog::default();
     let sat = perturb::perturb(&mut m.params, &layout, key, 3, 1, &mut log);
@@ -166,6 +184,7 @@ fn stochastic_rounding_moves_small_updates_in_expectation() {
         coeffs: &coeffs,
         rounding,
         round_step: 0,
+        kernel_norm: false,
     };
     let s1 = perturb::apply_update(&mut nearest.params, &layout, mk(Rounding::Nearest), 1, None);
     let s2 = perturb::apply_update(
@@ -181,4 +200,79 @@ fn stochastic_rounding_moves_small_updates_in_expectation() {
         (0.1..0.45).contains(&frac),
         "about a quarter of the codes should move, got {frac}"
     );
+}
+
+#[test]
+fn sparse_masks_leave_the_rest_untouched() {
+    let mut m = model(WeightBits::W16, &[1000, -2000, 3, -4, 500], &[0]);
+    m.set_trainable(|s| s.role == lastmile_core::model::ParamRole::Weight);
+    let before = m.params.clone();
+    let layout = TrainableLayout::sparse(
+        &m,
+        Sparsity {
+            channel_fraction: Some(0.4),
+            magnitude_fraction: None,
+            seed: 1,
+        },
+    );
+    let active = layout.active();
+    assert!(
+        active > 0 && active < layout.total,
+        "{active} of {}",
+        layout.total
+    );
+    let coeffs = [(0u32, 1i64 << 20)];
+    let key = UpdateKey {
+        seed: 2,
+        step: 0,
+        dist: Distribution::Gaussian,
+        coeffs: &coeffs,
+        rounding: Rounding::Nearest,
+        round_step: 0,
+        kernel_norm: true,
+    };
+    perturb::apply_update(&mut m.params, &layout, key, 1, None);
+    let mut changed = 0;
+    for slot in &layout.slots {
+        for i in 0..slot.len {
+            let (a, b) = (
+                before[slot.param].data.get(i),
+                m.params[slot.param].data.get(i),
+            );
+            if !slot.active(i) {
+                assert_eq!(
+                    a, b,
+                    "masked element {i} of {} moved",
+                    m.params[slot.param].spec.name
+                );
+            } else if a != b {
+                changed += 1;
+            }
+        }
+    }
+    assert!(
+        changed > active as usize / 2,
+        "{changed} of {active} active codes moved"
+    );
+    // Magnitude mask keeps the smallest codes.
+    let layout = TrainableLayout::sparse(
+        &m,
+        Sparsity {
+            channel_fraction: None,
+            magnitude_fraction: Some(0.4),
+            seed: 1,
+        },
+    );
+    let slot = &layout.slots[0];
+    let max_active = (0..slot.len)
+        .filter(|&i| slot.active(i))
+        .map(|i| m.params[slot.param].data.get(i).abs())
+        .max()
+        .unwrap();
+    let min_inactive = (0..slot.len)
+        .filter(|&i| !slot.active(i))
+        .map(|i| m.params[slot.param].data.get(i).abs())
+        .min()
+        .unwrap();
+    assert!(max_active <= min_inactive);
 }

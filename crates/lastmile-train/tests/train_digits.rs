@@ -110,7 +110,7 @@ fn cfg(seed: u64) -> StepConfig {
         epsilon_lsb: EPS,
         lr: 0.0,
         rounding: Rounding::Nearest,
-        sharpness_rho: None,
+        ..StepConfig::default()
     }
 }
 #[test]
