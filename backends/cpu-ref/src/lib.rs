@@ -23,7 +23,7 @@ use lastmile_core::backend::{
     check_forward_args,
 };
 use lastmile_core::graph::{Op, OpKind};
-use lastmile_core::model::{ParamSpec, QData, QParam, QuantModel};
+use lastmile_core::model::{QData, QParam, QuantModel};
 use lastmile_core::plan::{NodePlan, Plan};
 use lastmile_core::quant::WeightBits;
 
@@ -66,7 +66,6 @@ impl Backend for CpuRef {
 #[derive(Debug)]
 pub struct Prepared {
     model: QuantModel,
-    specs: Vec<ParamSpec>,
     plan: Plan,
     values: Vec<Vec<i8>>,
 }
@@ -86,11 +85,9 @@ impl Prepared {
                 QData::I32(_) => QData::I32(Vec::new()),
             };
         }
-        let specs = model.specs();
         let values = vec![Vec::new(); plan.shapes.len()];
         Ok(Prepared {
             model,
-            specs,
             plan,
             values,
         })
@@ -115,17 +112,7 @@ impl Prepared {
 
     fn run(&mut self, params: &[QParam], input: &[i8], n: usize) -> Result<(), BackendError> {
         let sample: usize = self.plan.shapes[0].iter().product();
-        check_forward_args(&self.specs, params, input.len(), sample, n)?;
-        for (p, s) in params.iter().zip(&self.model.params) {
-            if p.data.dtype() != s.data.dtype() {
-                return Err(BackendError::InvalidInput(alloc::format!(
-                    "parameter '{}' holds {} codes, the prepared model expects {}",
-                    p.spec.name,
-                    p.data.dtype(),
-                    s.data.dtype()
-                )));
-            }
-        }
+        check_forward_args(&self.model, params, input.len(), sample, n)?;
         self.values[0].clear();
         self.values[0].extend_from_slice(input);
         for (i, node) in self.model.topology.nodes.iter().enumerate() {

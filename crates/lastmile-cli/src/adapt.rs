@@ -262,13 +262,13 @@ pub fn apply_scope(model: &mut QuantModel, scope: &str) -> Result<()> {
                     .topology
                     .nodes
                     .iter()
-                    .any(|node| node.name == *n && node.op.params().len() > 0)
+                    .any(|node| node.name == *n && !node.op.params().is_empty())
                 {
                     let valid: Vec<&str> = model
                         .topology
                         .nodes
                         .iter()
-                        .filter(|n| n.op.params().len() > 0)
+                        .filter(|n| !n.op.params().is_empty())
                         .map(|n| n.name.as_str())
                         .collect();
                     bail!(
@@ -529,7 +529,7 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
         bar.inc(1);
         let rate = forwards as f64 / start.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("loss {running:.3}, {rate:.0} fwd/s"));
-        if state.step % args.eval_every.max(1) == 0 || state.step == stop_at {
+        if state.step.is_multiple_of(args.eval_every.max(1)) || state.step == stop_at {
             let (acc, loss) = measure(&mut trainer, &eval, q_in)?;
             curve.push(EvalPoint {
                 step: state.step,
@@ -550,7 +550,7 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             }
         }
         if let Some(ck) = &args.checkpoint
-            && (state.step % args.checkpoint_every.max(1) == 0 || state.step == stop_at)
+            && (state.step.is_multiple_of(args.checkpoint_every.max(1)) || state.step == stop_at)
         {
             let mut m = trainer.model();
             m.metadata

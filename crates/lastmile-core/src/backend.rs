@@ -169,21 +169,30 @@ pub trait PreparedModel: Send + core::fmt::Debug {
 }
 
 /// Common argument checks for [`PreparedModel::forward`] implementations.
+///
+/// `prepared` is the model as given to `prepare` (its parameter *data* is not read).
+/// Checks the parameter count, every tensor's shape and storage type, the input
+/// length, and — for trainable tensors, which may have changed since `prepare` — that
+/// every code is in the range [`QuantModel::validate`] guarantees (`|w| ≤ qmax`; for
+/// biases the width's bias bound, which keeps 8w8a accumulation exact in `i32`).
+/// Cost: one pass over the trainable codes, far below the forward itself.
 pub fn check_forward_args(
-    model_specs: &[crate::ParamSpec],
+    prepared: &QuantModel,
     params: &[QParam],
     input_len: usize,
     sample_len: usize,
     n: usize,
 ) -> Result<(), BackendError> {
-    if params.len() != model_specs.len() {
+    if params.len() != prepared.params.len() {
         return Err(BackendError::InvalidInput(format!(
             "got {} parameter tensors, the prepared model has {}",
             params.len(),
-            model_specs.len()
+            prepared.params.len()
         )));
     }
-    for (p, s) in params.iter().zip(model_specs) {
+    let bits = prepared.weight_bits;
+    for (p, s) in params.iter().zip(&prepared.params) {
+        let s = &s.spec;
         if p.spec.shape != s.shape || p.data.len() != s.numel() {
             return Err(BackendError::InvalidInput(format!(
                 "parameter '{}' has shape {:?} ({} values), the prepared model expects {:?}",
@@ -191,6 +200,36 @@ pub fn check_forward_args(
                 p.spec.shape,
                 p.data.len(),
                 s.shape
+            )));
+        }
+        let (ok_type, bound) = match (s.role, &p.data) {
+            (crate::graph::ParamRole::Weight, crate::model::QData::I8(_)) => {
+                (bits == WeightBits::W8, bits.qmax() as i64)
+            }
+            (crate::graph::ParamRole::Weight, crate::model::QData::I16(_)) => {
+                (bits == WeightBits::W16, bits.qmax() as i64)
+            }
+            (crate::graph::ParamRole::Bias, crate::model::QData::I32(_)) => {
+                (true, bits.max_abs_bias())
+            }
+            _ => (false, 0),
+        };
+        if !ok_type {
+            return Err(BackendError::InvalidInput(format!(
+                "parameter '{}' holds {} codes, which a {} {:?} cannot hold",
+                p.spec.name,
+                p.data.dtype(),
+                bits.scheme(),
+                s.role
+            )));
+        }
+        if s.trainable
+            && let Some(i) = (0..p.data.len()).find(|&i| (p.data.get(i) as i64).abs() > bound)
+        {
+            return Err(BackendError::InvalidInput(format!(
+                "trainable parameter '{}' code #{i} = {} is outside [-{bound}, {bound}]",
+                p.spec.name,
+                p.data.get(i)
             )));
         }
     }

@@ -149,8 +149,8 @@ pub fn inference_activation_peak(model: &QuantModel, batch: usize) -> usize {
     for i in 0..n {
         live += size(i + 1);
         peak = peak.max(live);
-        for v in 0..=i {
-            if last_use[v] == i {
+        for (v, &last) in last_use.iter().enumerate().take(i + 1) {
+            if last == i {
                 live -= size(v);
             }
         }

@@ -12,6 +12,7 @@
 //! * [`loss`] — softmax cross-entropy from dequantized logits (`libm`: identical everywhere).
 //! * [`split`] — frozen prefix (once per batch) / trainable suffix (2m times per step).
 //! * [`trainer`] — the loop over a prepared backend.
+//! * [`float`] — the same algorithm in f32 / f16 (the paper's "FF fp" rows).
 //!
 //! The step logic is `no_std` + `alloc`.
 #![no_std]
@@ -22,6 +23,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod float;
 pub mod loss;
 pub mod perturb;
 pub mod split;

@@ -152,16 +152,17 @@ pub fn check_config(cfg: &StepConfig) -> Result<(), &'static str> {
             return Err("sparse-update fractions must be in (0, 1]");
         }
     }
-    if let Some(rho) = cfg.sharpness_rho {
-        if !(rho.is_finite() && rho > 0.0) {
-            return Err("sharpness rho must be finite and > 0");
-        }
+    if let Some(rho) = cfg.sharpness_rho
+        && !(rho.is_finite() && rho > 0.0)
+    {
+        return Err("sharpness rho must be finite and > 0");
     }
     Ok(())
 }
 
 /// Estimates the gradient from draws `first..first+m` at the current weights: runs
 /// `2m` forwards, restoring the weights exactly after each. Returns per-draw losses.
+#[allow(clippy::too_many_arguments)] // the step's state, threaded through explicitly
 fn estimate<E>(
     params: &mut [QParam],
     layout: &TrainableLayout,

@@ -176,3 +176,43 @@ fn every_estimator_variant_runs_and_moves_weights() {
         );
     }
 }
+
+#[test]
+fn ff_fp32_and_fp16_learn_like_the_fixed_point_path() {
+    use lastmile_train::float::{FloatPrecision, FloatTrainer};
+    let train = digits_split(Split::Train);
+    let test = digits_split(Split::Test);
+    // The float model behind random_mlp: dequantizing the 16w8a model gives it back.
+    let mut float = lastmile_core::ptq::dequantize(&random_mlp(WeightBits::W16, &train));
+    for p in &mut float.params {
+        p.spec.trainable = p.spec.name.starts_with("head");
+    }
+    let x_test = pixels(&test);
+    let x_train = pixels(&train);
+    for precision in [FloatPrecision::F32, FloatPrecision::F16] {
+        let mut t = FloatTrainer::new(float.clone(), cfg(1), precision).unwrap();
+        let before = t.evaluate(&x_test, &test.labels).unwrap().1 as f64 / test.len() as f64;
+        let mut s = 0;
+        'outer: for epoch in 0.. {
+            for batch in train.batches(32, Some(epoch)) {
+                if s == 400 {
+                    break 'outer;
+                }
+                let x: Vec<f32> = batch
+                    .iter()
+                    .flat_map(|&i| x_train[i * 64..(i + 1) * 64].iter().copied())
+                    .collect();
+                let y: Vec<u8> = batch.iter().map(|&i| train.labels[i]).collect();
+                t.step(&x, &y, LR).unwrap();
+                s += 1;
+            }
+        }
+        let after = t.evaluate(&x_test, &test.labels).unwrap().1 as f64 / test.len() as f64;
+        eprintln!(
+            "FF {precision:?} sign-3-SPSA: {:.1}% -> {:.1}%",
+            before * 100.0,
+            after * 100.0
+        );
+        assert!(after > before + 0.25, "{precision:?}: {before} -> {after}");
+    }
+}
