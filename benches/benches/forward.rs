@@ -25,9 +25,21 @@ fn bench_layers(c: &mut Criterion) {
         .flat_map(|bits| {
             let s = bits.scheme();
             [
-                (format!("conv3x3_16x16x32_{s}"), conv_model(16, 16, 32, 32, 3, 1, bits), 1),
-                (format!("dwconv3x3_28x28x64_{s}"), conv_model(28, 28, 64, 64, 3, 64, bits), 1),
-                (format!("linear_1024x1024_{s}"), linear_model(1024, 1024, bits), 8),
+                (
+                    format!("conv3x3_16x16x32_{s}"),
+                    conv_model(16, 16, 32, 32, 3, 1, bits),
+                    1,
+                ),
+                (
+                    format!("dwconv3x3_28x28x64_{s}"),
+                    conv_model(28, 28, 64, 64, 3, 64, bits),
+                    1,
+                ),
+                (
+                    format!("linear_1024x1024_{s}"),
+                    linear_model(1024, 1024, bits),
+                    8,
+                ),
             ]
         })
         .map(|(name, m, n)| (Box::leak(name.into_boxed_str()) as &str, m, n))
@@ -39,11 +51,18 @@ fn bench_layers(c: &mut Criterion) {
         for (name, model, n) in &cases {
             let mut prepared = backend.prepare(model).expect("prepare");
             let sample: usize = model.topology.input_shape.iter().product();
-            let input: Vec<i8> = uniform(n * sample, 7).iter().map(|v| (v * 127.0) as i8).collect();
+            let input: Vec<i8> = uniform(n * sample, 7)
+                .iter()
+                .map(|v| (v * 127.0) as i8)
+                .collect();
             let mut out = Vec::new();
             group.throughput(Throughput::Elements(macs(model, *n)));
             group.bench_with_input(BenchmarkId::from_parameter(name), name, |b, _| {
-                b.iter(|| prepared.forward(&model.params, &input, *n, &mut out).expect("forward"))
+                b.iter(|| {
+                    prepared
+                        .forward(&model.params, &input, *n, &mut out)
+                        .expect("forward")
+                })
             });
         }
         group.finish();

@@ -2,11 +2,11 @@
 //! the shapes we care about. The benches themselves live in `benches/`.
 #![forbid(unsafe_code)]
 
+use lastmile_core::QuantModel;
 use lastmile_core::graph::{TopologyBuilder, ValueId};
 use lastmile_core::model::{FloatModel, FloatParam};
 use lastmile_core::ptq;
 use lastmile_core::quant::{Activation, WeightBits};
-use lastmile_core::QuantModel;
 
 /// SplitMix64: a tiny portable generator for bench fixtures.
 pub fn splitmix(state: &mut u64) -> u64 {
@@ -20,7 +20,9 @@ pub fn splitmix(state: &mut u64) -> u64 {
 /// Uniform values in [-1, 1).
 pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
-    (0..n).map(|_| (splitmix(&mut s) >> 40) as f32 / (1u64 << 23) as f32 - 1.0).collect()
+    (0..n)
+        .map(|_| (splitmix(&mut s) >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        .collect()
 }
 
 /// Quantizes a builder's graph with random weights, calibrated on random inputs.
@@ -31,21 +33,51 @@ pub fn quantized(b: TopologyBuilder, bits: WeightBits, seed: u64) -> QuantModel 
         .enumerate()
         .map(|(i, spec)| {
             let fan_in = spec.shape.iter().skip(1).product::<usize>().max(1) as f32;
-            let data = uniform(spec.numel(), seed + i as u64).into_iter().map(|v| v / fan_in.sqrt()).collect();
+            let data = uniform(spec.numel(), seed + i as u64)
+                .into_iter()
+                .map(|v| v / fan_in.sqrt())
+                .collect();
             FloatParam { spec, data }
         })
         .collect();
-    let float = FloatModel { topology, params, metadata: Default::default() };
+    let float = FloatModel {
+        topology,
+        params,
+        metadata: Default::default(),
+    };
     let sample: usize = float.topology.input_shape.iter().product();
-    let calib: Vec<f32> = uniform(8 * sample, seed ^ 0xABCD).into_iter().map(|v| v.abs()).collect();
-    ptq::quantize(&float, &calib, 8, bits).expect("bench fixture quantizes").0
+    let calib: Vec<f32> = uniform(8 * sample, seed ^ 0xABCD)
+        .into_iter()
+        .map(|v| v.abs())
+        .collect();
+    ptq::quantize(&float, &calib, 8, bits)
+        .expect("bench fixture quantizes")
+        .0
 }
 
 /// One conv layer `h×w×c_in → c_out`, kernel k, padding k/2.
-pub fn conv_model(h: usize, w: usize, c_in: usize, c_out: usize, k: usize, groups: usize, bits: WeightBits) -> QuantModel {
+pub fn conv_model(
+    h: usize,
+    w: usize,
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    groups: usize,
+    bits: WeightBits,
+) -> QuantModel {
     let mut b = TopologyBuilder::new(&[h, w, c_in]);
     let p = k / 2;
-    b.conv2d("conv", ValueId::INPUT, c_in, c_out, [k, k], [1, 1], [p, p, p, p], groups, Activation::Relu);
+    b.conv2d(
+        "conv",
+        ValueId::INPUT,
+        c_in,
+        c_out,
+        [k, k],
+        [1, 1],
+        [p, p, p, p],
+        groups,
+        Activation::Relu,
+    );
     quantized(b, bits, 1)
 }
 
