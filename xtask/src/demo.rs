@@ -1,6 +1,10 @@
 //! `cargo xtask demo`: the main job, end to end, on the embedded digits (no set-up).
 
 use std::path::Path;
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -13,6 +17,8 @@ Run the main job end to end on the embedded 8x8 digits, with no set-up beyond ca
   3. lastmile quantize  post-training quantization to 16w8a (and 8w8a)
   4. lastmile info      the quantized model's layers, shapes and sizes
   5. lastmile eval      accuracy and loss on the held-out digits, on the reference backend
+  6. lastmile adapt     QZO-FF on a last-mile shift (the device's sensor has 60% less contrast
+                        than the training data): zero-shot vs adapted accuracy, 8w8a and 16w8a
 
 Files go to target/demo/.";
 
@@ -33,57 +39,72 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let f32_model = dir.join("digits-f32.lmm");
     let q16 = dir.join("digits-16w8a.lmm");
     let q8 = dir.join("digits-8w8a.lmm");
-    let p = |x: &Path| x.display().to_string();
-    let steps: Vec<Vec<String>> = vec![
+    let adapted = dir.join("digits-16w8a-adapted.lmm");
+    let (f, q16, q8, adapted) = (path(&f32_model), path(&q16), path(&q8), path(&adapted));
+    let steps: Vec<Vec<&str>> = vec![
+        vec!["new", "--arch", "digits-cnn", "--data", "digits", "-o", &f],
         vec![
-            "new".into(),
-            "--arch".into(),
-            "digits-cnn".into(),
-            "--data".into(),
-            "digits".into(),
-            "-o".into(),
-            p(&f32_model),
+            "quantize", "--model", &f, "--data", "digits", "--bits", "16", "-o", &q16,
         ],
         vec![
-            "quantize".into(),
-            "--model".into(),
-            p(&f32_model),
-            "--data".into(),
-            "digits".into(),
-            "--bits".into(),
-            "16".into(),
-            "-o".into(),
-            p(&q16),
+            "quantize", "--model", &f, "--data", "digits", "--bits", "8", "-o", &q8,
+        ],
+        vec!["info", &q16],
+        vec![
+            "eval",
+            "--model",
+            &q16,
+            "--data",
+            "digits",
+            "--backend",
+            "cpu-ref",
         ],
         vec![
-            "quantize".into(),
-            "--model".into(),
-            p(&f32_model),
-            "--data".into(),
-            "digits".into(),
-            "--bits".into(),
-            "8".into(),
-            "-o".into(),
-            p(&q8),
+            "eval",
+            "--model",
+            &q8,
+            "--data",
+            "digits",
+            "--backend",
+            "cpu-ref",
         ],
-        vec!["info".into(), p(&q16)],
+        // The last mile: the device's sensor has 60% less contrast than the training data.
         vec![
-            "eval".into(),
-            "--model".into(),
-            p(&q16),
-            "--data".into(),
-            "digits".into(),
-            "--backend".into(),
-            "cpu-ref".into(),
+            "adapt",
+            "--model",
+            &q16,
+            "--corrupt",
+            "contrast@4",
+            "--trainable",
+            "all",
+            "--steps",
+            "300",
+            "-o",
+            &adapted,
         ],
         vec![
-            "eval".into(),
-            "--model".into(),
-            p(&q8),
-            "--data".into(),
-            "digits".into(),
-            "--backend".into(),
-            "cpu-ref".into(),
+            "adapt",
+            "--model",
+            &q8,
+            "--corrupt",
+            "contrast@4",
+            "--trainable",
+            "all",
+            "--steps",
+            "300",
+        ],
+        vec![
+            "adapt",
+            "--model",
+            &q8,
+            "--corrupt",
+            "contrast@4",
+            "--trainable",
+            "all",
+            "--steps",
+            "300",
+            "--rounding",
+            "stochastic",
         ],
     ];
     for args in steps {
