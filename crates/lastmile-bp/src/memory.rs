@@ -1,0 +1,97 @@
+//! Analytic memory of one backpropagation step, for comparison with the
+//! forward-gradient trainer (which stores no activations and no gradients).
+
+use lastmile_core::model::FloatModel;
+
+use crate::{BpError, Optimizer};
+
+/// Bytes held during one BP training step of a model on a batch, everything f32.
+///
+/// This is the algorithm's own requirement, independent of the framework:
+/// the candle implementation adds temporaries on top (im2col columns of
+/// `K²×` a conv's input, pre-activation tensors, gradient buffers of
+/// activations during the backward pass), so measured peaks are higher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryBreakdown {
+    /// Every parameter (trainable or frozen): `Σ numel × 4`.
+    pub weights: usize,
+    /// One gradient per trainable parameter: `trainable × 4`.
+    pub gradients: usize,
+    /// Optimizer state: `trainable × 4 ×` 0 (plain SGD), 1 (momentum) or 2 (Adam).
+    pub optimizer_state: usize,
+    /// Values kept from the forward pass for the backward pass:
+    /// `batch × Π shape × 4` for each value that an op on the gradient path reads,
+    /// plus the logits (softmax). An op is on the gradient path if it has a
+    /// trainable parameter or reads a value that depends on one. With every
+    /// parameter trainable (FT) this is every value of the graph, input included;
+    /// with only the head trainable (LP) it is the head's input and the logits.
+    pub activations_saved: usize,
+    /// Which values (0 = input, `i + 1` = node `i`) are counted in `activations_saved`.
+    pub saved_values: Vec<usize>,
+    /// Trainable parameter count (elements).
+    pub trainable_params: usize,
+    /// Batch size the estimate is for.
+    pub batch: usize,
+}
+
+impl MemoryBreakdown {
+    /// Sum of all byte counts.
+    pub fn total(&self) -> usize {
+        self.weights + self.gradients + self.optimizer_state + self.activations_saved
+    }
+}
+
+/// Analytic bytes of one BP step of `model` (with its current `trainable`
+/// flags) on `batch` samples with `optimizer`.
+pub fn step_memory_estimate(
+    model: &FloatModel,
+    batch: usize,
+    optimizer: &Optimizer,
+) -> Result<MemoryBreakdown, BpError> {
+    let shapes = model.validate()?;
+    const F32: usize = 4;
+    let weights = model.params.iter().map(|p| p.spec.numel()).sum::<usize>() * F32;
+    let trainable: usize = model
+        .params
+        .iter()
+        .filter(|p| p.spec.trainable)
+        .map(|p| p.spec.numel())
+        .sum();
+    // depends[v]: value v depends on a trainable parameter.
+    let mut depends = vec![false; shapes.len()];
+    let mut saved = vec![false; shapes.len()];
+    for (i, node) in model.topology.nodes.iter().enumerate() {
+        let has_trainable = node
+            .op
+            .params()
+            .iter()
+            .any(|(p, _)| model.params[p.index()].spec.trainable);
+        let on_path = has_trainable || node.inputs.iter().any(|v| depends[v.index()]);
+        depends[i + 1] = on_path;
+        if on_path {
+            for v in &node.inputs {
+                saved[v.index()] = true;
+            }
+        }
+    }
+    let out = shapes.len() - 1;
+    if depends[out] {
+        saved[out] = true;
+    }
+    let saved_values: Vec<usize> = (0..shapes.len()).filter(|&v| saved[v]).collect();
+    let activations_saved = saved_values
+        .iter()
+        .map(|&v| shapes[v].iter().product::<usize>())
+        .sum::<usize>()
+        * batch
+        * F32;
+    Ok(MemoryBreakdown {
+        weights,
+        gradients: trainable * F32,
+        optimizer_state: trainable * F32 * optimizer.state_per_param(),
+        activations_saved,
+        saved_values,
+        trainable_params: trainable,
+        batch,
+    })
+}
