@@ -7,14 +7,21 @@
 
 mod adapt;
 mod backends_cmd;
+mod demo;
 mod evaluate;
 mod info;
 mod new;
+mod pretrain;
 mod quantize;
 mod ridge;
+mod step_bench;
 mod util;
 
 use std::io::IsTerminal;
+
+/// Counts heap bytes so commands can report measured memory (see `lastmile-memory`).
+#[global_allocator]
+static ALLOC: lastmile_memory::CountingAlloc = lastmile_memory::CountingAlloc;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -27,6 +34,9 @@ with fixed-point forward gradients: two forward calls per random weight perturba
 difference that replaces backpropagation (no backward kernels, no stored activations).";
 
 const AFTER_HELP: &str = "\
+Start here:
+  lastmile demo
+
 Examples:
   lastmile new --arch digits-cnn --data digits -o float.lmm
   lastmile quantize --model float.lmm --data digits --bits 16 -o model.lmm
@@ -98,6 +108,21 @@ lastmile adapt --model model.lmm --trainable all --draws 1 --rounding stochastic
 lastmile adapt --model model.lmm --checkpoint run.lmm --resume"
     )]
     Adapt(adapt::AdaptArgs),
+    /// Train a float model with backpropagation (candle, CPU) from a seeded initialization.
+    #[command(
+        after_help = "Example:\n  lastmile pretrain --arch digits-cnn --data digits --epochs 6 -o float.lmm"
+    )]
+    Pretrain(pretrain::PretrainArgs),
+    /// The main job, zero set-up: pretrain (BP), quantize (16w8a), adapt to a last-mile shift
+    /// with QZO-FF vs BP, memory of both, and a PNG of the curves.
+    #[command(after_help = "Example:\n  lastmile demo --out target/demo")]
+    Demo(demo::DemoArgs),
+    /// Time and peak memory of one training step, QZO-FF vs backprop, on the same model and batch.
+    #[command(
+        name = "step-bench",
+        after_help = "Example:\n  lastmile step-bench --arch digits-cnn,resnet-tiny --batch 32 --scope ft"
+    )]
+    StepBench(step_bench::StepBenchArgs),
 }
 
 /// How to talk to the user, decided once from the global flags.
@@ -153,6 +178,9 @@ fn main() -> ExitCode {
         Command::New(a) => new::run(a, Ui::new(&cli.global, a.json.json)),
         Command::Quantize(a) => quantize::run(a, Ui::new(&cli.global, a.json.json)),
         Command::Adapt(a) => adapt::run(a, Ui::new(&cli.global, a.json.json)),
+        Command::Pretrain(a) => pretrain::run(a, Ui::new(&cli.global, a.json.json)),
+        Command::Demo(a) => demo::run(a, Ui::new(&cli.global, a.json)),
+        Command::StepBench(a) => step_bench::run(a, Ui::new(&cli.global, a.json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

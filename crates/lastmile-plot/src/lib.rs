@@ -1,0 +1,359 @@
+//! # lastmile-plot — PNG charts for reports
+//!
+//! Line charts (training curves, with reference lines) and grouped bar charts (memory),
+//! drawn with `plotters`' bitmap backend. Text uses a TrueType font found on the system
+//! (DejaVu Sans or Liberation Sans; `apt-get install fonts-dejavu-core`, which
+//! `cargo xtask ci` does); without one, charts are still drawn, without text, and
+//! [`fonts_available`] says so.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// Font files tried, in order.
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// Why a chart could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Drawing or encoding failed.
+    #[error("cannot draw '{path}': {message}")]
+    Draw {
+        /// Output file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// Nothing to draw.
+    #[error("cannot draw '{path}': no data")]
+    Empty {
+        /// Output file.
+        path: String,
+    },
+}
+
+/// Registers a system font once; returns whether one was found.
+pub fn fonts_available() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        for p in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// One line of a line chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend label.
+    pub name: String,
+    /// `(x, y)` points in order.
+    pub points: Vec<(f64, f64)>,
+    /// Colour index into a fixed palette.
+    pub color: usize,
+}
+
+/// A horizontal reference line (e.g. zero-shot accuracy).
+#[derive(Debug, Clone)]
+pub struct HLine {
+    /// Legend label.
+    pub name: String,
+    /// Height.
+    pub y: f64,
+    /// Colour index.
+    pub color: usize,
+}
+
+/// A line chart panel.
+#[derive(Debug, Clone, Default)]
+pub struct LineChart {
+    /// Title above the panel.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Lines.
+    pub series: Vec<Series>,
+    /// Reference lines.
+    pub hlines: Vec<HLine>,
+    /// Fixed y range, or `None` to fit the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+fn color(i: usize) -> RGBColor {
+    const P: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(127, 127, 127),
+    ];
+    P[i % P.len()]
+}
+
+fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
+    move |e| PlotError::Draw {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Draws `panels` side by side into one PNG of `width × height` pixels.
+pub fn line_charts(
+    path: &Path,
+    panels: &[LineChart],
+    width: u32,
+    height: u32,
+) -> Result<(), PlotError> {
+    if panels
+        .iter()
+        .all(|p| p.series.iter().all(|s| s.points.is_empty()))
+    {
+        return Err(PlotError::Empty {
+            path: path.display().to_string(),
+        });
+    }
+    let text = fonts_available();
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err(path))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, panel) in areas.iter().zip(panels) {
+        let xs = panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0));
+        let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+        let (y0, y1) = panel.y_range.unwrap_or_else(|| {
+            let ys = panel
+                .series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .chain(panel.hlines.iter().map(|h| h.y));
+            let (a, b) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
+            let pad = ((b - a) * 0.05).max(1e-6);
+            (a - pad, b + pad)
+        });
+        let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .margin(12)
+            .x_label_area_size(if text { 36 } else { 8 })
+            .y_label_area_size(if text { 56 } else { 8 });
+        if text {
+            builder.caption(&panel.title, ("sans-serif", 18));
+        }
+        let mut chart = builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err(path))?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(RGBColor(235, 235, 235));
+        if text {
+            mesh.x_desc(&panel.x_label)
+                .y_desc(&panel.y_label)
+                .label_style(("sans-serif", 13));
+            if x1 - x0 >= 10.0 {
+                mesh.x_label_formatter(&|x| format!("{x:.0}"));
+            }
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(draw_err(path))?;
+        for s in &panel.series {
+            let c = color(s.color);
+            let line = chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                .map_err(draw_err(path))?;
+            if text {
+                line.label(&s.name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            }
+        }
+        for h in &panel.hlines {
+            let c = color(h.color);
+            let style = ShapeStyle {
+                color: c.to_rgba(),
+                filled: false,
+                stroke_width: 1,
+            };
+            let line = chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(x0, h.y), (x1, h.y)],
+                    6,
+                    4,
+                    style,
+                ))
+                .map_err(draw_err(path))?;
+            if text {
+                line.label(&h.name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .label_font(("sans-serif", 13))
+                .position(SeriesLabelPosition::LowerRight)
+                .draw()
+                .map_err(draw_err(path))?;
+        }
+    }
+    root.present().map_err(draw_err(path))?;
+    Ok(())
+}
+
+/// A grouped bar chart: one group per category, one bar per series in each group.
+#[derive(Debug, Clone, Default)]
+pub struct BarChart {
+    /// Title.
+    pub title: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Category names (x axis groups).
+    pub categories: Vec<String>,
+    /// `(series name, one value per category)`.
+    pub series: Vec<(String, Vec<f64>)>,
+}
+
+/// Draws a grouped bar chart into a PNG.
+pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Result<(), PlotError> {
+    if chart.categories.is_empty() || chart.series.is_empty() {
+        return Err(PlotError::Empty {
+            path: path.display().to_string(),
+        });
+    }
+    let text = fonts_available();
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err(path))?;
+    let ymax = chart
+        .series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .fold(0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let groups = chart.categories.len();
+    let per = chart.series.len();
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .margin(14)
+        .x_label_area_size(if text { 40 } else { 8 })
+        .y_label_area_size(if text { 64 } else { 8 });
+    if text {
+        builder.caption(&chart.title, ("sans-serif", 18));
+    }
+    let mut c = builder
+        .build_cartesian_2d(0f64..groups as f64, 0f64..ymax)
+        .map_err(draw_err(path))?;
+    let cats = chart.categories.clone();
+    let fmt = move |x: &f64| cats.get(x.floor() as usize).cloned().unwrap_or_default();
+    let mut mesh = c.configure_mesh();
+    mesh.disable_x_mesh()
+        .light_line_style(RGBColor(235, 235, 235));
+    if text {
+        mesh.y_desc(&chart.y_label)
+            .x_labels(groups)
+            .x_label_formatter(&fmt)
+            .label_style(("sans-serif", 13));
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw().map_err(draw_err(path))?;
+    let bar_w = 0.8 / per as f64;
+    for (si, (name, values)) in chart.series.iter().enumerate() {
+        let col = color(si);
+        let bars = c
+            .draw_series(values.iter().enumerate().map(|(g, &v)| {
+                let x = g as f64 + 0.1 + si as f64 * bar_w;
+                Rectangle::new([(x, 0.0), (x + bar_w * 0.92, v)], col.filled())
+            }))
+            .map_err(draw_err(path))?;
+        if text {
+            bars.label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+        }
+    }
+    if text {
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font(("sans-serif", 13))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw_err(path))?;
+    }
+    root.present().map_err(draw_err(path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_pngs() {
+        let dir = std::env::temp_dir().join(format!("lastmile-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("lines.png");
+        let panel = LineChart {
+            title: "t".into(),
+            x_label: "step".into(),
+            y_label: "acc".into(),
+            series: vec![Series {
+                name: "a".into(),
+                points: vec![(0.0, 0.1), (10.0, 0.8)],
+                color: 0,
+            }],
+            hlines: vec![HLine {
+                name: "zero-shot".into(),
+                y: 0.3,
+                color: 5,
+            }],
+            y_range: Some((0.0, 1.0)),
+        };
+        line_charts(&p, &[panel.clone(), panel], 800, 300).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let b = dir.join("bars.png");
+        bar_chart(
+            &b,
+            &BarChart {
+                title: "m".into(),
+                y_label: "kB".into(),
+                categories: vec!["x".into(), "y".into()],
+                series: vec![("BP".into(), vec![3.0, 4.0]), ("FF".into(), vec![1.0, 2.0])],
+            },
+            600,
+            300,
+        )
+        .unwrap();
+        assert_eq!(&std::fs::read(&b).unwrap()[1..4], b"PNG");
+        assert!(matches!(
+            line_charts(&dir.join("e.png"), &[LineChart::default()], 10, 10),
+            Err(PlotError::Empty { .. })
+        ));
+    }
+}
