@@ -111,6 +111,11 @@ pub struct AdaptArgs {
     /// the checkpoint records where, and --resume continues.
     #[arg(long, value_name = "N", requires = "checkpoint")]
     pub stop_after: Option<u64>,
+    /// Guard: at each evaluation, if the loss exceeds F × the best seen, roll the weights back
+    /// to the best evaluated point (costs one copy of the model in memory; not kept in
+    /// checkpoints, so a resumed run starts the guard afresh).
+    #[arg(long, value_name = "F")]
+    pub rollback: Option<f64>,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -336,6 +341,7 @@ struct AdaptJson<'a> {
     forwards: u64,
     forwards_per_second: f64,
     perturb_saturations: u64,
+    rollbacks: u64,
     update_saturations: u64,
     seconds: f64,
     output: Option<String>,
@@ -494,6 +500,9 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
     let mut order: Option<(u64, Vec<Vec<usize>>)> = None;
     let (mut forwards, mut psat, mut usat) = (0u64, 0u64, 0u64);
     let mut running = f64::NAN;
+    // Rollback guard: the best evaluated weights so far (only kept when --rollback is set).
+    let mut best: Option<(f64, QuantModel)> = args.rollback.map(|_| (zero_loss, trainer.model()));
+    let mut rollbacks = 0u64;
     let stop_at = args
         .stop_after
         .map_or(state.steps, |n| state.steps.min(state.step + n));
@@ -548,6 +557,34 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
                     )
                 });
             }
+            if let (Some(f), Some((best_loss, best_model))) = (args.rollback, best.as_mut()) {
+                if loss.is_finite() && loss <= *best_loss {
+                    *best_loss = loss;
+                    *best_model = trainer.model();
+                } else if !loss.is_finite() || loss > f * *best_loss {
+                    // The loss exploded: continue from the best weights (same step counter, so
+                    // the run stays a pure function of its settings).
+                    trainer =
+                        Trainer::new(backend.as_ref(), best_model.clone(), state.config.clone())
+                            .map_err(|e| anyhow!("rollback failed: {e}"))?;
+                    trainer.set_steps(state.step);
+                    rollbacks += 1;
+                    // The curve records the weights the run continues from.
+                    let (acc, loss) = measure(&mut trainer, &eval, q_in)?;
+                    if let Some(p) = curve.last_mut() {
+                        p.accuracy = acc;
+                        p.loss = loss;
+                    }
+                    if !ui.json {
+                        bar.suspend(|| {
+                            eprintln!(
+                                "step {:>5}: loss {loss:.4} > {f} x best {:.4}: rolled back",
+                                state.step, *best_loss
+                            )
+                        });
+                    }
+                }
+            }
         }
         if let Some(ck) = &args.checkpoint
             && (state.step.is_multiple_of(args.checkpoint_every.max(1)) || state.step == stop_at)
@@ -590,6 +627,7 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             forwards_per_second: forwards as f64 / seconds.max(1e-9),
             perturb_saturations: psat,
             update_saturations: usat,
+            rollbacks,
             seconds,
             output: args.output.as_ref().map(|p| p.display().to_string()),
         };
@@ -605,6 +643,9 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             forwards as f64 / seconds.max(1e-9),
             util::secs(seconds)
         );
+        if rollbacks > 0 {
+            println!("rollback guard: {rollbacks} rollback(s) to the best evaluated weights");
+        }
         if psat + usat > 0 {
             println!(
                 "saturation: {psat} perturbed codes (restored exactly), {usat} updated codes clamped"

@@ -191,3 +191,38 @@ fn bad_arguments_get_clear_errors() {
     assert!(fails(&["adapt", "--model", q16, "--draws", "0"]).contains("draws"));
     assert!(fails(&["adapt", "--model", "missing.lmm"]).contains("missing.lmm"));
 }
+
+#[test]
+fn rollback_guard_recovers_from_an_exploding_learning_rate() {
+    let (q16, _) = models();
+    let base = [
+        "adapt",
+        "--model",
+        q16,
+        "--corrupt",
+        "contrast@4",
+        "--trainable",
+        "all",
+        "--lr",
+        "40%",
+        "--steps",
+        "30",
+        "--eval-every",
+        "10",
+        "--json",
+    ];
+    let wild: Value = serde_json::from_str(&ok(&base)).unwrap();
+    let guarded: Value =
+        serde_json::from_str(&ok(&[&base[..], &["--rollback", "1.2"]].concat())).unwrap();
+    let acc = |j: &Value| j["adapted_accuracy"].as_f64().unwrap();
+    assert!(
+        acc(&wild) < j_zero(&wild),
+        "a 40% learning rate should destroy the model: {wild:#}"
+    );
+    assert!(guarded["rollbacks"].as_u64().unwrap() > 0);
+    assert!(acc(&guarded) >= j_zero(&guarded) - 1e-9, "{guarded:#}");
+}
+
+fn j_zero(j: &Value) -> f64 {
+    j["zero_shot_accuracy"].as_f64().unwrap()
+}
