@@ -5,8 +5,8 @@
 use lastmile_core::QuantModel;
 use lastmile_core::graph::{TopologyBuilder, ValueId};
 use lastmile_core::model::{FloatModel, FloatParam};
-use lastmile_core::ptq;
 use lastmile_core::quant::{Activation, WeightBits};
+use lastmile_core::{plan, ptq, zoo};
 
 /// SplitMix64: a tiny portable generator for bench fixtures.
 pub fn splitmix(state: &mut u64) -> u64 {
@@ -86,4 +86,55 @@ pub fn linear_model(f_in: usize, f_out: usize, bits: WeightBits) -> QuantModel {
     let mut b = TopologyBuilder::new(&[f_in]);
     b.linear("fc", ValueId::INPUT, f_in, f_out, Activation::None);
     quantized(b, bits, 2)
+}
+
+/// A zoo architecture (`lastmile_core::zoo`) with He-uniform weights, quantized on
+/// random non-negative inputs. `input_hw`/`channels` only matter for `resnet-tiny`.
+pub fn zoo_model(name: &str, input: Option<&[usize]>, bits: WeightBits) -> QuantModel {
+    let (topology, specs) = zoo::by_name(name, input, 10).expect("known architecture");
+    let float = zoo::init_float(topology, specs, 3);
+    let sample: usize = float.topology.input_shape.iter().product();
+    let calib: Vec<f32> = uniform(8 * sample, 0x5EED)
+        .into_iter()
+        .map(|v| v.abs())
+        .collect();
+    ptq::quantize(&float, &calib, 8, bits)
+        .expect("zoo model quantizes")
+        .0
+}
+
+/// Multiply-accumulates of one forward of `n` samples (conv and linear nodes).
+pub fn macs(model: &QuantModel, n: usize) -> u64 {
+    let plan = plan::Plan::derive(model).expect("valid model");
+    let mut total = 0u64;
+    for (i, p) in plan.nodes.iter().enumerate() {
+        if let plan::NodePlan::Dot { k, .. } = p {
+            total += (*k * plan.shapes[i + 1].iter().product::<usize>()) as u64;
+        }
+    }
+    total * n as u64
+}
+
+/// Input codes for `n` samples of `model`.
+pub fn input_codes(model: &QuantModel, n: usize) -> Vec<i8> {
+    let sample: usize = model.topology.input_shape.iter().product();
+    uniform(n * sample, 7)
+        .iter()
+        .map(|v| (v * 127.0) as i8)
+        .collect()
+}
+
+/// Environment variable restricting the forward bench to some backends: a comma-separated
+/// list of `name`, `name/tier` or `tier` (e.g. `x86/avx2,cpu-ref`). Set by `cargo xtask
+/// bench --backend`.
+pub const ENV_BENCH_BACKEND: &str = "LASTMILE_BENCH_BACKEND";
+
+/// Whether backend `name` at `tier` passes the [`ENV_BENCH_BACKEND`] filter.
+pub fn backend_selected(name: &str, tier: &str) -> bool {
+    match std::env::var(ENV_BENCH_BACKEND) {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(str::trim).any(|f| {
+            f == name || f == tier || f == format!("{name}/{tier}") || f == format!("{name}:{tier}")
+        }),
+        _ => true,
+    }
 }

@@ -17,6 +17,15 @@ Run every CI check in order, stopping at the first failure:
   3. clippy  cargo clippy --workspace --all-targets -- -D warnings
   4. test    cargo test --workspace, with LASTMILE_REQUIRE_DATA=1 (real-data tests must run)
              and LASTMILE_DATA set to the data directory of step 1
+  5. clippy-aarch64  cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon
+             --all-targets -- -D warnings (the NEON kernels compile only for aarch64)
+  6. aarch64 cargo xtask test --target aarch64-unknown-linux-gnu --install: the suites under
+             qemu-aarch64 on the neon, dotprod and i8mm tiers + the bit-identical training check
+  7. armv7   cargo xtask test --target armv7-unknown-linux-gnueabihf --install (qemu-arm)
+  8. thumbv7em  cargo xtask test --target thumbv7em-none-eabihf --install: the no_std crates
+             build for a Cortex-M4F (a build check)
+
+Steps 5-8 install a missing cross toolchain (rustup target add, apt-get install -y) first.
 
 Uses the cargo from $CARGO (set by `cargo run`), else `cargo` from PATH. The data directory is
 $LASTMILE_DATA, else <workspace>/data. `.ci/run` runs exactly this command.";
@@ -115,6 +124,26 @@ fn steps() -> Vec<Step> {
                     ],
                 )
             },
+        ),
+        Step::new(
+            "clippy-aarch64",
+            "cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon",
+            |_| crate::test::clippy_cross("aarch64-unknown-linux-gnu", "lastmile-backend-neon"),
+        ),
+        Step::new(
+            "aarch64",
+            "cargo xtask test --target aarch64-unknown-linux-gnu --install",
+            |_| crate::test::run_test("aarch64-unknown-linux-gnu", "all", true),
+        ),
+        Step::new(
+            "armv7",
+            "cargo xtask test --target armv7-unknown-linux-gnueabihf --install",
+            |_| crate::test::run_test("armv7-unknown-linux-gnueabihf", "all", true),
+        ),
+        Step::new(
+            "thumbv7em",
+            "cargo xtask test --target thumbv7em-none-eabihf --install",
+            |_| crate::test::run_test("thumbv7em-none-eabihf", "all", true),
         ),
     ]
 }

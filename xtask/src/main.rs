@@ -3,9 +3,15 @@
 //! `cargo xtask` is an alias (see `.cargo/config.toml`) for
 //! `cargo run --quiet --package xtask --`.
 
+mod asm_report;
+mod bench;
+mod build;
 mod ci;
 mod data;
 mod demo;
+mod doctor;
+mod test;
+mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +46,62 @@ enum Command {
     /// Run the main job end to end on the embedded digits (no set-up needed).
     #[command(long_about = demo::LONG_HELP)]
     Demo,
+    /// Cross-build for a target (toolchains/<triple>.toml); stripped artifacts to target/dist/.
+    #[command(long_about = build::LONG_HELP)]
+    Build {
+        /// Target triple (a file in toolchains/).
+        #[arg(long, value_name = "TRIPLE")]
+        target: String,
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+        /// Install a missing rustup target / Debian packages first (apt needs root).
+        #[arg(long)]
+        install: bool,
+    },
+    /// Run the test suites for a target, under qemu once per CPU tier.
+    #[command(long_about = test::LONG_HELP)]
+    Test {
+        /// Target triple (a file in toolchains/).
+        #[arg(long, value_name = "TRIPLE")]
+        target: String,
+        /// CPU tier(s) to run, comma-separated (aarch64: neon, dotprod, i8mm), or all.
+        #[arg(long, value_name = "TIER", default_value = "all")]
+        tier: String,
+        /// Install a missing rustup target / Debian packages first (apt needs root).
+        #[arg(long)]
+        install: bool,
+    },
+    /// Say what each target still needs, with the command that installs it.
+    #[command(long_about = doctor::LONG_HELP)]
+    Doctor {
+        /// Check only this target [default: every file in toolchains/].
+        #[arg(long, value_name = "TRIPLE")]
+        target: Option<String>,
+    },
+    /// Run the criterion benches and write target/bench/summary.md (GMAC/s per tier).
+    #[command(long_about = bench::LONG_HELP)]
+    Bench {
+        /// Criterion's quick mode.
+        #[arg(long)]
+        quick: bool,
+        /// Only these backends: comma-separated `name`, `name/tier` or `tier`.
+        #[arg(long, value_name = "LIST")]
+        backend: Option<String>,
+        /// Criterion benchmark filter (regex).
+        #[arg(long, value_name = "REGEX")]
+        filter: Option<String>,
+    },
+    /// Instructions per multiply-accumulate in the NEON GEMM inner loops, per tier (objdump).
+    #[command(long_about = asm_report::LONG_HELP)]
+    AsmReport {
+        /// Install a missing rustup target / Debian packages first (apt needs root).
+        #[arg(long)]
+        install: bool,
+        /// Also replace the report block in docs/targets.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// The workspace root: this crate lives in `<root>/xtask`.
@@ -54,6 +116,27 @@ fn main() -> ExitCode {
         Command::Data { dir } => data::run(&dir.unwrap_or_else(data::default_dir)),
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
+        Command::Build {
+            target,
+            release,
+            install,
+        } => build::run_build(&target, release, install),
+        Command::Test {
+            target,
+            tier,
+            install,
+        } => test::run_test(&target, &tier, install),
+        Command::Doctor { target } => doctor::run_doctor(target.as_deref()),
+        Command::AsmReport { install, write } => asm_report::run(install, write),
+        Command::Bench {
+            quick,
+            backend,
+            filter,
+        } => bench::run(&bench::Options {
+            quick,
+            backend,
+            filter,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

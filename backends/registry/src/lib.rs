@@ -33,6 +33,16 @@ impl Entry {
         }
     }
 
+    /// A backend of this build that cannot run here, and why.
+    fn unavailable(name: &str, tier: &str, description: &str, reason: String) -> Self {
+        Entry {
+            name: name.into(),
+            tier: tier.into(),
+            description: description.into(),
+            status: Err(reason),
+        }
+    }
+
     /// Capabilities, if available.
     pub fn capabilities(&self) -> Option<Capabilities> {
         self.status.as_ref().ok().map(|b| b.capabilities())
@@ -41,22 +51,93 @@ impl Entry {
 
 /// Every backend of this build, in preference order (fastest exact first, reference last).
 pub fn all() -> Vec<Entry> {
-    vec![Entry::available(
+    let mut all = x86();
+    all.extend(neon());
+    all.push(Entry::available(
         Box::new(CpuRef),
         "portable scalar reference: the executable specification",
-    )]
+    ));
+    all
+}
+
+/// The x86_64 SIMD backend: its best tier here first (`LASTMILE_X86_TIER` pins one), then
+/// every other SIMD tier, available or with the CPU features it lacks.
+fn x86() -> Vec<Entry> {
+    use lastmile_backend_x86::{Tier, X86};
+    const WHAT: &str = "x86_64 SIMD kernels (avx2 / avx-vnni / avx512-vnni tiers), bit-exact";
+    let what = |t: Tier| t.description();
+    let reason = |e: lastmile_core::BackendError| match e {
+        lastmile_core::BackendError::Unavailable(why) => why,
+        e => e.to_string(),
+    };
+    let mut out = Vec::new();
+    let best = X86::best();
+    let best_tier = best.as_ref().ok().map(|b| b.kernel_tier());
+    out.push(match best {
+        Ok(b) => {
+            let d = what(b.kernel_tier());
+            Entry::available(Box::new(b), d)
+        }
+        Err(e) => Entry::unavailable(X86::NAME, "-", WHAT, reason(e)),
+    });
+    for tier in [Tier::Avx512Vnni, Tier::AvxVnni, Tier::Avx2] {
+        if Some(tier) == best_tier || !cfg!(target_arch = "x86_64") {
+            continue;
+        }
+        out.push(match X86::with_tier(tier) {
+            Ok(b) => Entry::available(Box::new(b), what(tier)),
+            Err(e) => Entry::unavailable(X86::NAME, tier.name(), what(tier), reason(e)),
+        });
+    }
+    out
+}
+
+/// The aarch64 NEON backend: its best tier here first (`LASTMILE_NEON_TIER` pins one), then
+/// every other SIMD tier, available or with the CPU feature it lacks. On other
+/// architectures, one entry saying so.
+fn neon() -> Vec<Entry> {
+    use lastmile_backend_neon::{Neon, Tier};
+    const WHAT: &str = "aarch64 NEON kernels (neon / dotprod / i8mm tiers), bit-exact";
+    let reason = |e: lastmile_core::BackendError| match e {
+        lastmile_core::BackendError::Unavailable(why) => why,
+        e => e.to_string(),
+    };
+    let best = Neon::best();
+    let best_tier = best.as_ref().ok().map(|b| b.kernel_tier());
+    let mut out = vec![match best {
+        Ok(b) => Entry::available(Box::new(b), WHAT),
+        Err(e) => Entry::unavailable(Neon::NAME, "-", WHAT, reason(e)),
+    }];
+    if cfg!(target_arch = "aarch64") {
+        for tier in [Tier::I8mm, Tier::Dotprod, Tier::Neon] {
+            if Some(tier) != best_tier {
+                out.push(match Neon::with_tier(tier) {
+                    Ok(b) => Entry::available(Box::new(b), WHAT),
+                    Err(e) => Entry::unavailable(Neon::NAME, tier.name(), WHAT, reason(e)),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Names of every backend of this build.
 pub fn names() -> Vec<String> {
-    all().into_iter().map(|e| e.name).collect()
+    let mut names: Vec<String> = all().into_iter().map(|e| e.name).collect();
+    names.dedup();
+    names
 }
 
 /// The backend called `name`, or an error listing the valid names or saying why it is unavailable.
 pub fn get(name: &str) -> Result<Box<dyn Backend>, String> {
     let entries = all();
-    let valid: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-    match entries.into_iter().find(|e| e.name == name) {
+    let mut valid: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+    valid.dedup();
+    // `name` picks the preferred entry of that name; `name/tier` a specific tier.
+    match entries
+        .into_iter()
+        .find(|e| e.name == name || format!("{}/{}", e.name, e.tier) == name)
+    {
         Some(Entry { status: Ok(b), .. }) => Ok(b),
         Some(Entry {
             status: Err(why), ..
@@ -85,5 +166,47 @@ mod tests {
         assert!(super::get("cpu-ref").is_ok());
         let e = super::get("nope").unwrap_err();
         assert!(e.contains("cpu-ref"), "{e}");
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn x86_is_preferred_and_every_tier_is_listed() {
+        let all = super::all();
+        assert_eq!(all[0].name, "x86");
+        let tiers: Vec<&str> = all
+            .iter()
+            .filter(|e| e.name == "x86")
+            .map(|e| e.tier.as_str())
+            .collect();
+        for t in ["avx2", "avx-vnni", "avx512-vnni"] {
+            assert!(
+                tiers.contains(&t) || all[0].tier == "scalar",
+                "{t} missing from {tiers:?}"
+            );
+        }
+        for e in all.iter().filter(|e| e.name == "x86") {
+            match &e.status {
+                Ok(_) => assert!(super::get(&format!("x86/{}", e.tier)).is_ok()),
+                Err(why) => assert!(why.contains("lacks"), "{why}"),
+            }
+        }
+    }
+
+    #[test]
+    fn neon_is_listed_with_its_tiers_or_why_not() {
+        let all = super::all();
+        let neon: Vec<&super::Entry> = all.iter().filter(|e| e.name == "neon").collect();
+        if cfg!(target_arch = "aarch64") {
+            assert!(neon[0].status.is_ok(), "NEON is baseline on aarch64");
+            assert!(
+                all.iter().position(|e| e.name == "neon")
+                    < all.iter().position(|e| e.name == "cpu-ref")
+            );
+            assert!(neon.len() >= 3, "best tier + the others");
+        } else {
+            assert_eq!(neon.len(), 1);
+            let why = neon[0].status.as_ref().unwrap_err();
+            assert!(why.contains("not an aarch64 build"), "{why}");
+        }
     }
 }

@@ -1,0 +1,474 @@
+//! Conv2d (groups = 1) and linear as one blocked GEMM:
+//! `y[m, c] = requant_c(bias_c + Σ_k (a[m, k] − zp)·w[c, k])`.
+//!
+//! ## Exactness per scheme (see `pack::Scheme`)
+//!
+//! All tile sums are wrapping `i32`. A wrapping sum is exact whenever the true value
+//! fits `i32`, whatever the intermediate values — so it suffices to bound the *final*
+//! value of every sum formed:
+//!
+//! * **Vnni8** — `S = Σ (x+128)·w`, `|S| ≤ K·255·127 ≤ 2 122 383 360 < 2^31` for
+//!   `K ≤ MAX_K`; `S + corr = bias + Σ (x−zp)·w` is the spec's `i32`-exact accumulator.
+//!   `vpdpbusd` (not `vpdpbusds`) never saturates, so nothing else can go wrong.
+//! * **Vnni16** — `w = 256·hi + lo' + 128` with `hi = w >> 8` and `lo' = (w & 255) − 128`
+//!   both in `[−128, 127]`, packed as two panels of one `u8 × s8` tile. `H = Σ (x+128)·hi`,
+//!   `L = Σ (x+128)·lo'`, and `H − (zp+128)·Σhi = Σ (x−zp)·hi`, `L − (zp+128)·Σlo'` are
+//!   all bounded by `K·255·128 ≤ 2 139 095 040 < 2^31`, so exact in wrapping `i32` for
+//!   every legal K — no intermediate flush. The rest is formed in `i64`:
+//!   `acc = 256·(H − …) + (L − …) + 128·(S_m − K·(zp+128)) + bias` with the per-row sum
+//!   `S_m = Σ_k (x_k + 128)` (padding taps hold `zp + 128`, as in the tile).
+//!   When `K·255·32767 + max|bias| ≤ 2^31 − 1` (small K, e.g. 1×1 convs over ≤ 257
+//!   channels) the whole accumulator fits `i32`: the combination is done in wrapping
+//!   `i32` and requantized like 8w8a (the "narrow" path, decided per forward).
+//! * **Madd8** — `Σ (x−zp)·w` with `i16` operands: the spec's `i32` bound.
+//! * **Madd16** — `|(x−zp)·w| ≤ 255·32767`, so 256 products fit `i32`; each tile call
+//!   reduces at most [`MADD16_CHUNK`] dword groups (256 elements) and is widened to `i64`.
+//!
+//! ## Blocking
+//!
+//! Rows are processed in blocks whose activation rows (`kg·4` bytes each) fit in about
+//! [`A_BLOCK_BYTES`]; per block the rows are gathered once, then every group of `nb`
+//! weight panels sweeps the block tile by tile, so one panel group stays in L1 while
+//! the block streams from L2. Threads take disjoint row ranges (or, when there are
+//! fewer blocks than threads, disjoint panel groups).
+
+use lastmile_core::quant::QuantMultiplier;
+
+use crate::gather::{AFormat, Rows};
+use crate::kernels::{AlignedBytes, Clamp, HiLoRow, TileOp, Token};
+use crate::pack::{Corrections, PackedWeights, Scheme};
+
+/// Dword groups per Madd16 tile call: 128 groups = 256 elements, so every `i32` lane sum
+/// is at most `256·255·32767 < 2^31`.
+pub(crate) const MADD16_CHUNK: usize = 128;
+
+/// Target size of one block of gathered activation rows.
+pub(crate) const A_BLOCK_BYTES: usize = 96 * 1024;
+
+/// Largest tile: `rows · nb · lanes` `i32` (8·2·16, 6·4·16, 6·2·8).
+const TILE_MAX: usize = 384;
+/// Largest `nr` (output channels per tile).
+const NR_MAX: usize = 64;
+/// Largest `rows · nr` of a Madd16 tile (6 · 16).
+const TILE64_MAX: usize = 96;
+
+/// Per-channel requantization constants, padded to the packed channel count.
+#[derive(Clone, Debug)]
+pub(crate) struct Requant {
+    /// `M_c` (padding: 2^30).
+    pub mult: Vec<i32>,
+    /// `n_c` (padding: 31).
+    pub shift: Vec<i32>,
+    /// The plan's multipliers (unpadded), for the scalar path.
+    pub multipliers: Vec<QuantMultiplier>,
+    pub clamp: Clamp,
+    /// Every shift ≥ 22: the vector `i64` requantization is exact (see `kernels::requant`).
+    pub wide_ok: bool,
+}
+
+impl Requant {
+    pub(crate) fn new(multipliers: &[QuantMultiplier], n_pad: usize, clamp: Clamp) -> Self {
+        let mut mult = vec![1 << 30; n_pad];
+        let mut shift = vec![31; n_pad];
+        for (c, m) in multipliers.iter().enumerate() {
+            mult[c] = m.multiplier;
+            shift[c] = m.shift as i32;
+        }
+        Requant {
+            mult,
+            shift,
+            multipliers: multipliers.to_vec(),
+            clamp,
+            wide_ok: multipliers.iter().all(|m| m.shift >= 22),
+        }
+    }
+
+    /// The Vnni16 epilogue of one tile row (see [`Token::requant_hilo`]).
+    fn hilo(&self, tok: Token, r: HiLoRow<'_>, c0: usize, valid: usize, out: &mut [i8]) {
+        let len = out.len();
+        if self.wide_ok {
+            tok.requant_hilo(
+                r,
+                &self.mult[c0..c0 + len],
+                &self.shift[c0..c0 + len],
+                self.clamp,
+                out,
+            );
+        } else {
+            let q = self.clamp;
+            let ms = &self.multipliers[c0..c0 + valid];
+            for (j, (o, m)) in out.iter_mut().zip(ms).enumerate() {
+                let acc = ((r.hi[j].wrapping_add(r.c_hi[j]) as i64) << 8)
+                    + r.lo[j].wrapping_add(r.c_lo[j]) as i64
+                    + r.c64[j]
+                    + r.row;
+                *o = m.requantize(acc, q.zp, q.lo, q.hi);
+            }
+        }
+    }
+
+    /// Requantizes one row of `i64` accumulators for channels `c0 ..` into `out`
+    /// (`out.len()` a multiple of the tier's lanes; only the first `valid` are meaningful).
+    pub(crate) fn row64(&self, tok: Token, acc: &[i64], c0: usize, valid: usize, out: &mut [i8]) {
+        let len = out.len();
+        if self.wide_ok {
+            tok.requant64(
+                &acc[..len],
+                &self.mult[c0..c0 + len],
+                &self.shift[c0..c0 + len],
+                self.clamp,
+                out,
+            );
+        } else {
+            let q = self.clamp;
+            let ms = &self.multipliers[c0..c0 + valid];
+            for ((o, m), &a) in out.iter_mut().zip(ms).zip(acc) {
+                *o = m.requantize(a, q.zp, q.lo, q.hi);
+            }
+        }
+    }
+}
+
+/// A conv/linear layer prepared for the GEMM path.
+#[derive(Clone, Debug)]
+pub(crate) struct GemmLayer {
+    pub rows: Rows,
+    pub zp_in: i32,
+    pub packed: PackedWeights,
+    pub corr: Corrections,
+    pub requant: Requant,
+}
+
+/// Per-thread scratch: gathered activation rows (and their sums for Vnni16), plus a
+/// private output for column-split threading.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    a: AlignedBytes,
+    row_sums: Vec<u64>,
+    pub(crate) out: Vec<i8>,
+}
+
+impl GemmLayer {
+    fn format(&self) -> AFormat {
+        match self.packed.scheme {
+            Scheme::Vnni8 | Scheme::Vnni16 => AFormat::U8,
+            Scheme::Madd8 | Scheme::Madd16 => AFormat::I16,
+        }
+    }
+
+    /// Rows per block: a multiple of the tile height, about [`A_BLOCK_BYTES`] of rows.
+    fn block_rows(&self, tok: Token) -> usize {
+        let mr = tok.mr(self.packed.nb);
+        let stride = self.packed.kg * 4;
+        (A_BLOCK_BYTES / stride.max(1) / mr).max(1) * mr
+    }
+
+    /// Runs the layer on `m_total` rows of input `x`, writing `y` (`m_total × n`).
+    pub(crate) fn run(
+        &self,
+        tok: Token,
+        x: &[i8],
+        m_total: usize,
+        y: &mut [i8],
+        scratch: &mut [Scratch],
+    ) {
+        let n = self.packed.n;
+        assert_eq!(y.len(), m_total * n);
+        let mb = self.block_rows(tok);
+        let blocks = m_total.div_ceil(mb);
+        let groups = self.packed.n_pad / self.packed.nr;
+        let threads = scratch.len().max(1);
+        if threads == 1 || (blocks < 2 && groups < 2) {
+            self.run_rows(tok, x, 0, m_total, 0..groups, y, n, 0, &mut scratch[0]);
+        } else if blocks >= threads || blocks >= groups {
+            // Disjoint row ranges, whole blocks each.
+            let per = blocks.div_ceil(threads) * mb;
+            std::thread::scope(|s| {
+                for ((i, ys), sc) in y.chunks_mut(per * n).enumerate().zip(scratch.iter_mut()) {
+                    s.spawn(move || {
+                        self.run_rows(tok, x, i * per, ys.len() / n, 0..groups, ys, n, 0, sc)
+                    });
+                }
+            });
+        } else {
+            // Few rows, many channels: disjoint panel groups into private outputs.
+            let per = groups.div_ceil(threads);
+            let nr = self.packed.nr;
+            std::thread::scope(|s| {
+                for (t, sc) in scratch.iter_mut().enumerate() {
+                    let g0 = (t * per).min(groups);
+                    let g1 = ((t + 1) * per).min(groups);
+                    if g0 == g1 {
+                        sc.out.clear();
+                        continue;
+                    }
+                    let cols = (g1 * nr).min(n) - g0 * nr;
+                    s.spawn(move || {
+                        let mut out = std::mem::take(&mut sc.out);
+                        out.clear();
+                        out.resize(m_total * cols, 0);
+                        self.run_rows(tok, x, 0, m_total, g0..g1, &mut out, cols, g0 * nr, sc);
+                        sc.out = out;
+                    });
+                }
+            });
+            for (t, sc) in scratch.iter().enumerate() {
+                if sc.out.is_empty() {
+                    continue;
+                }
+                let c0 = t * per * nr;
+                let cols = sc.out.len() / m_total;
+                for (m, row) in sc.out.chunks_exact(cols).enumerate() {
+                    y[m * n + c0..m * n + c0 + cols].copy_from_slice(row);
+                }
+            }
+        }
+    }
+
+    /// Rows `m0 .. m0 + count`, panel groups `groups`, into `y` (row stride `y_stride`,
+    /// column `col0` of the layer at column 0 of `y`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows(
+        &self,
+        tok: Token,
+        x: &[i8],
+        m0: usize,
+        count: usize,
+        groups: core::ops::Range<usize>,
+        y: &mut [i8],
+        y_stride: usize,
+        col0: usize,
+        sc: &mut Scratch,
+    ) {
+        let p = &self.packed;
+        let mr = tok.mr(p.nb);
+        let mb = self.block_rows(tok);
+        let stride = p.kg * 4;
+        let nr = p.nr;
+        let group_bytes = p.group_bytes();
+        let rq = &self.requant;
+        let corr = &self.corr;
+        let mut t32 = [0i32; TILE_MAX];
+        let mut t64 = [0i64; TILE64_MAX];
+        let mut n32 = [0i32; TILE_MAX];
+        let mut o8t = [0i8; TILE_MAX];
+        let mut o8 = [0i8; NR_MAX];
+        let mut b0 = 0;
+        while b0 < count {
+            let rows = mb.min(count - b0);
+            sc.a.ensure(mb * stride);
+            match self.format() {
+                AFormat::U8 => {
+                    let a = &mut sc.a.as_mut_slice()[..rows * stride];
+                    tok.gather_u8(&self.rows, x, m0 + b0, rows, self.zp_in, stride, a);
+                    if p.scheme == Scheme::Vnni16 {
+                        // 128·Σ_k (x_k + 128) per row (the K padding holds zeros).
+                        sc.row_sums.clear();
+                        tok.row_sums(a, stride, rows, p.k, &mut sc.row_sums);
+                    }
+                }
+                AFormat::I16 => {
+                    let a = &mut sc.a.as_mut_i16()[..rows * stride / 2];
+                    tok.gather_i16(&self.rows, x, m0 + b0, rows, self.zp_in, stride / 2, a);
+                }
+            }
+            let a = sc.a.as_slice();
+            for g in groups.clone() {
+                let c0 = g * nr;
+                let valid = nr.min(p.n - c0);
+                let w_main = &p.main.as_slice()[g * group_bytes..(g + 1) * group_bytes];
+                let mut mt = 0;
+                while mt < rows {
+                    let r = mr.min(rows - mt);
+                    let a_t = &a[mt * stride..];
+                    match p.scheme {
+                        Scheme::Vnni8 | Scheme::Madd8 => {
+                            let op = if p.scheme == Scheme::Vnni8 {
+                                TileOp::ActU8
+                            } else {
+                                TileOp::MaddI16
+                            };
+                            tok.tile(
+                                op,
+                                a_t,
+                                stride,
+                                r,
+                                p.kg,
+                                w_main,
+                                p.panel_stride,
+                                p.nb,
+                                &mut t32,
+                            );
+                            let yo = (b0 + mt) * y_stride + c0 - col0;
+                            emit_rows(y, yo, y_stride, r, valid, nr, &mut o8t, |out, stride| {
+                                tok.requant32_rows(
+                                    &t32[..r * nr],
+                                    &corr.c32[c0..c0 + nr],
+                                    &rq.mult[c0..c0 + nr],
+                                    &rq.shift[c0..c0 + nr],
+                                    rq.clamp,
+                                    out,
+                                    stride,
+                                    r,
+                                )
+                            });
+                        }
+                        Scheme::Vnni16 => {
+                            // One pass: panel 0 = hi, panel 1 = lo' of the same channels.
+                            tok.tile(
+                                TileOp::ActU8,
+                                a_t,
+                                stride,
+                                r,
+                                p.kg,
+                                w_main,
+                                p.panel_stride,
+                                p.nb,
+                                &mut t32,
+                            );
+                            if corr.narrow {
+                                // Everything wraps in i32; the true totals fit i32.
+                                for i in 0..r {
+                                    let t = &t32[i * 2 * nr..(i + 1) * 2 * nr];
+                                    let row = (128 * sc.row_sums[mt + i]) as i32;
+                                    let acc = &mut n32[i * nr..(i + 1) * nr];
+                                    let (th, tl) = t.split_at(nr);
+                                    let ch = &corr.c32[c0..c0 + nr];
+                                    let cl = &corr.c32_lo[c0..c0 + nr];
+                                    let terms = th.iter().zip(tl).zip(ch.iter().zip(cl));
+                                    for (a, ((&h, &l), (&c1, &c2))) in acc.iter_mut().zip(terms) {
+                                        let hi = h.wrapping_add(c1);
+                                        *a = (hi << 8)
+                                            .wrapping_add(l.wrapping_add(c2))
+                                            .wrapping_add(row);
+                                    }
+                                }
+                                let yo = (b0 + mt) * y_stride + c0 - col0;
+                                emit_rows(
+                                    y,
+                                    yo,
+                                    y_stride,
+                                    r,
+                                    valid,
+                                    nr,
+                                    &mut o8t,
+                                    |out, stride| {
+                                        tok.requant32_rows(
+                                            &n32[..r * nr],
+                                            &corr.c32_narrow[c0..c0 + nr],
+                                            &rq.mult[c0..c0 + nr],
+                                            &rq.shift[c0..c0 + nr],
+                                            rq.clamp,
+                                            out,
+                                            stride,
+                                            r,
+                                        )
+                                    },
+                                );
+                                mt += r;
+                                continue;
+                            }
+                            for i in 0..r {
+                                let t = &t32[i * 2 * nr..(i + 1) * 2 * nr];
+                                let row = HiLoRow {
+                                    hi: &t[..nr],
+                                    lo: &t[nr..],
+                                    c_hi: &corr.c32[c0..c0 + nr],
+                                    c_lo: &corr.c32_lo[c0..c0 + nr],
+                                    c64: &corr.c64[c0..c0 + nr],
+                                    row: 128 * sc.row_sums[mt + i] as i64,
+                                };
+                                let yo = (b0 + mt + i) * y_stride + c0 - col0;
+                                emit(y, yo, valid, nr, &mut o8, |out| {
+                                    rq.hilo(tok, row, c0, valid, out)
+                                });
+                            }
+                        }
+                        Scheme::Madd16 => {
+                            let mut kg0 = 0;
+                            while kg0 < p.kg {
+                                let kgn = MADD16_CHUNK.min(p.kg - kg0);
+                                tok.tile(
+                                    TileOp::MaddI16,
+                                    &a_t[kg0 * 4..],
+                                    stride,
+                                    r,
+                                    kgn,
+                                    &w_main[kg0 * p.lanes * 4..],
+                                    p.panel_stride,
+                                    p.nb,
+                                    &mut t32,
+                                );
+                                for (acc, &s) in t64[..r * nr].iter_mut().zip(&t32[..r * nr]) {
+                                    if kg0 == 0 {
+                                        *acc = s as i64;
+                                    } else {
+                                        *acc += s as i64;
+                                    }
+                                }
+                                kg0 += kgn;
+                            }
+                            for i in 0..r {
+                                let acc = &mut t64[i * nr..(i + 1) * nr];
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    *acc += corr.c64[c0 + j];
+                                }
+                                let yo = (b0 + mt + i) * y_stride + c0 - col0;
+                                emit(y, yo, valid, nr, &mut o8, |out| {
+                                    rq.row64(tok, acc, c0, valid, out)
+                                });
+                            }
+                        }
+                    }
+                    mt += r;
+                }
+            }
+            b0 += rows;
+        }
+    }
+}
+
+/// Runs `f` on the output row `y[yo .. yo + nr]` directly when all `nr` channels are
+/// valid, else on a scratch row whose first `valid` codes are then copied to `y`.
+#[inline]
+fn emit(
+    y: &mut [i8],
+    yo: usize,
+    valid: usize,
+    nr: usize,
+    scratch: &mut [i8],
+    f: impl FnOnce(&mut [i8]),
+) {
+    if valid == nr {
+        f(&mut y[yo..yo + nr]);
+    } else {
+        f(&mut scratch[..nr]);
+        y[yo..yo + valid].copy_from_slice(&scratch[..valid]);
+    }
+}
+
+/// Runs `f(out, stride)` on output rows `yo + i·y_stride` (`i < rows`, `nr` codes each) of
+/// `y` directly when all `nr` channels are valid, else on a scratch tile (stride `nr`)
+/// whose first `valid` codes per row are then copied to `y`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn emit_rows(
+    y: &mut [i8],
+    yo: usize,
+    y_stride: usize,
+    rows: usize,
+    valid: usize,
+    nr: usize,
+    scratch: &mut [i8],
+    f: impl FnOnce(&mut [i8], usize),
+) {
+    if valid == nr {
+        f(&mut y[yo..], y_stride);
+    } else {
+        f(&mut scratch[..rows * nr], nr);
+        for i in 0..rows {
+            let o = yo + i * y_stride;
+            y[o..o + valid].copy_from_slice(&scratch[i * nr..i * nr + valid]);
+        }
+    }
+}

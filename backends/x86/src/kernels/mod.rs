@@ -1,0 +1,774 @@
+//! The only module of this crate with `unsafe` code: SIMD kernels behind a safe API.
+//!
+//! A [`Token`] is proof that the running CPU has the features of one SIMD tier; it can
+//! only be made by [`Token::new`], which runs `is_x86_feature_detected!`. Its methods
+//! take slices, check every bound the kernels rely on (cheap, once per tile / row /
+//! pixel), and only then call the `#[target_feature]` functions with raw pointers. So
+//! the rest of the crate is safe code that cannot cause undefined behaviour by passing
+//! wrong sizes: it gets a panic instead.
+//!
+//! Layout:
+//! * [`simd`] — intrinsic wrappers (`Simd`, `Dot`) so the tile loop is written once;
+//! * [`gemm`] — the `MR × NB·LANES` GEMM tile per tier;
+//! * [`requant`] — vectorized requantization (exact, see its docs);
+//! * [`dw`] — depthwise convolution of one output pixel.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod dw;
+mod eltwise;
+mod gemm;
+mod pack;
+mod requant;
+mod simd;
+mod sums;
+
+pub(crate) use eltwise::AddConsts;
+pub(crate) use requant::Clamp;
+
+/// One row of a 16w8a VNNI tile and its corrections (see [`Token::requant_hilo`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HiLoRow<'a> {
+    /// `Σ (x+128)·hi` per channel.
+    pub hi: &'a [i32],
+    /// `Σ (x+128)·lo'` per channel.
+    pub lo: &'a [i32],
+    /// `−(zp+128)·Σhi` per channel (modulo 2^32).
+    pub c_hi: &'a [i32],
+    /// `−(zp+128)·Σlo'` per channel (modulo 2^32).
+    pub c_lo: &'a [i32],
+    /// Per-channel `i64` term.
+    pub c64: &'a [i64],
+    /// Per-row `i64` term.
+    pub row: i64,
+}
+
+/// A SIMD instruction set this crate has kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Isa {
+    /// AVX2 (`vpmaddwd` on `i16`).
+    Avx2,
+    /// AVX2 + AVX-VNNI (VEX `vpdpbusd` on 256-bit registers).
+    AvxVnni,
+    /// AVX-512 F/BW/VL + AVX512-VNNI (`vpdpbusd` on 512-bit registers).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The CPU features this ISA needs that the running CPU lacks (empty = supported).
+    pub(crate) fn missing_features(self) -> Vec<&'static str> {
+        let checks: &[(&'static str, bool)] = match self {
+            Isa::Avx2 => &[("avx2", is_x86_feature_detected!("avx2"))],
+            Isa::AvxVnni => &[
+                ("avx2", is_x86_feature_detected!("avx2")),
+                ("avxvnni", is_x86_feature_detected!("avxvnni")),
+            ],
+            Isa::Avx512Vnni => &[
+                ("avx512f", is_x86_feature_detected!("avx512f")),
+                ("avx512bw", is_x86_feature_detected!("avx512bw")),
+                ("avx512vl", is_x86_feature_detected!("avx512vl")),
+                ("avx512vnni", is_x86_feature_detected!("avx512vnni")),
+            ],
+        };
+        checks
+            .iter()
+            .filter(|(_, present)| !present)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+}
+
+/// Proof that the CPU supports an [`Isa`] (private field: only [`Token::new`] makes one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    isa: Isa,
+}
+
+/// What the two operands of a tile's dot product are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileOp {
+    /// VNNI: activations as `u8` (code + 128), weights `s8`.
+    ActU8,
+    /// AVX2: pairs of `i16` (centered activations × weights).
+    MaddI16,
+}
+
+impl TileOp {
+    /// The dot product `isa`'s tiles use.
+    pub(crate) fn default_for(isa: Isa) -> TileOp {
+        match isa {
+            Isa::Avx2 => TileOp::MaddI16,
+            Isa::AvxVnni | Isa::Avx512Vnni => TileOp::ActU8,
+        }
+    }
+}
+
+impl Token {
+    /// A token if the CPU has every feature of `isa`.
+    pub(crate) fn new(isa: Isa) -> Option<Token> {
+        isa.missing_features().is_empty().then_some(Token { isa })
+    }
+
+    /// The instruction set.
+    pub(crate) fn isa(self) -> Isa {
+        self.isa
+    }
+
+    /// `i32` lanes per register: output channels per weight panel.
+    pub(crate) fn lanes(self) -> usize {
+        match self.isa {
+            Isa::Avx512Vnni => 16,
+            Isa::Avx2 | Isa::AvxVnni => 8,
+        }
+    }
+
+    /// Rows per GEMM tile with `nb` weight panels (see `gemm::max_rows`).
+    pub(crate) fn mr(self, nb: usize) -> usize {
+        gemm::max_rows(self.tile_fn(TileOp::default_for(self.isa)), nb)
+    }
+
+    fn tile_fn(self, op: TileOp) -> gemm::TileFn {
+        match (self.isa, op) {
+            (Isa::Avx512Vnni, TileOp::ActU8) => gemm::TileFn::ZmmActU8,
+            (Isa::AvxVnni, TileOp::ActU8) => gemm::TileFn::YmmActU8,
+            (Isa::Avx2, TileOp::MaddI16) => gemm::TileFn::YmmMaddI16,
+            (isa, op) => panic!("tile op {op:?} does not exist on {isa:?}"),
+        }
+    }
+
+    /// Reduction elements per dword group: 4 bytes (VNNI) or 2 `i16` (AVX2).
+    pub(crate) fn group(self) -> usize {
+        match self.isa {
+            Isa::Avx2 => 2,
+            Isa::Avx512Vnni | Isa::AvxVnni => 4,
+        }
+    }
+
+    /// One GEMM tile: `out[i·NR + j] = Σ_g dot(a row i group g, weight lane j group g)`
+    /// for `i < rows`, `j < NR = nb·lanes`, over `kg` dword groups.
+    ///
+    /// `a` holds `rows` rows `a_stride` bytes apart, `w` holds `nb` panels
+    /// `panel_stride` bytes apart (see `gemm` for the layout). Panics if a slice is too
+    /// short, `nb ∉ 1..=4`, `rows ∉ 1..=mr(nb)`, or `op` does not belong to this ISA.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn tile(
+        self,
+        op: TileOp,
+        a: &[u8],
+        a_stride: usize,
+        rows: usize,
+        kg: usize,
+        w: &[u8],
+        panel_stride: usize,
+        nb: usize,
+        out: &mut [i32],
+    ) {
+        let lanes = self.lanes();
+        let f = self.tile_fn(op);
+        assert!((1..=4).contains(&nb), "tile panels {nb}");
+        assert!(
+            (1..=gemm::max_rows(f, nb)).contains(&rows),
+            "tile rows {rows}"
+        );
+        let a_need = (rows - 1)
+            .checked_mul(a_stride)
+            .and_then(|v| v.checked_add(kg.checked_mul(4)?));
+        assert!(
+            a_need.is_some_and(|n| n <= a.len()),
+            "tile: activations too short"
+        );
+        let w_need = (nb - 1)
+            .checked_mul(panel_stride)
+            .and_then(|v| v.checked_add(kg.checked_mul(lanes * 4)?));
+        assert!(
+            w_need.is_some_and(|n| n <= w.len()),
+            "tile: weights too short"
+        );
+        let nr = nb * lanes;
+        assert!(out.len() >= rows * nr, "tile: output too short");
+        let raw = gemm::RawTile {
+            kg,
+            a: a.as_ptr(),
+            a_stride,
+            w: w.as_ptr(),
+            panel_stride,
+            out: out.as_mut_ptr(),
+            out_stride: nr,
+        };
+        // SAFETY: the token proves the CPU has this ISA's features (`Token::new`); `f`
+        // belongs to the ISA (`tile_fn`); `nb ≤ 4` and `rows ≤ max_rows(f, nb)` are the
+        // shapes `gemm::run` instantiates; the asserts above establish the memory contract
+        // of `gemm::tile`: rows `i < rows` read `(rows−1)·a_stride + 4·kg ≤ a.len()` bytes,
+        // panels read `(nb−1)·panel_stride + kg·lanes·4 ≤ w.len()` bytes, and the output
+        // writes `rows·nr ≤ out.len()` i32 with row stride `nr`.
+        unsafe { gemm::run(f, rows, nb, raw) }
+    }
+
+    /// `out[c] = clamp(⌊((acc[c] + corr[c])·M_c + 2^(n_c−1)) / 2^n_c⌋ + zp, lo, hi)` for
+    /// `c < out.len()` (a multiple of [`Token::lanes`]), the sum `acc + corr` wrapping
+    /// in `i32`. Bit-exact with `QuantMultiplier::requantize`.
+    pub(crate) fn requant32(
+        self,
+        acc: &[i32],
+        corr: &[i32],
+        mult: &[i32],
+        shift: &[i32],
+        q: Clamp,
+        out: &mut [i8],
+    ) {
+        let len = out.len();
+        self.requant32_rows(
+            &acc[..len.min(acc.len())],
+            corr,
+            mult,
+            shift,
+            q,
+            out,
+            len,
+            1,
+        );
+    }
+
+    /// [`Token::requant32`] on `rows` rows: row `r` is `acc[r·len .. (r+1)·len]` with
+    /// `len = acc.len() / rows` (a multiple of [`Token::lanes`]), written to
+    /// `out[r·out_stride ..][..len]`; `corr`, `mult`, `shift` are per column.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn requant32_rows(
+        self,
+        acc: &[i32],
+        corr: &[i32],
+        mult: &[i32],
+        shift: &[i32],
+        q: Clamp,
+        out: &mut [i8],
+        out_stride: usize,
+        rows: usize,
+    ) {
+        assert!(
+            rows >= 1 && acc.len().is_multiple_of(rows),
+            "requant32: ragged rows"
+        );
+        let len = acc.len() / rows;
+        assert!(len.is_multiple_of(self.lanes()), "requant32: ragged length");
+        assert!(corr.len() >= len && mult.len() >= len && shift.len() >= len);
+        let need = (rows - 1)
+            .checked_mul(out_stride)
+            .and_then(|o| o.checked_add(len));
+        assert!(
+            need.is_some_and(|n| n <= out.len()),
+            "requant32: output too short"
+        );
+        debug_assert!(shift[..len].iter().all(|s| (1..=62).contains(s)));
+        let p = requant::Rows32 {
+            rows,
+            len,
+            acc: acc.as_ptr(),
+            corr: corr.as_ptr(),
+            mult: mult.as_ptr(),
+            shift: shift.as_ptr(),
+            out: out.as_mut_ptr(),
+            out_stride,
+        };
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; `len` is a multiple of 16; `acc` has
+            // `rows·len` values, the per-column slices `len`, and every output row
+            // `r·out_stride .. + len` is inside `out` (asserted above).
+            Isa::Avx512Vnni => unsafe { requant::requant32_zmm(p, q) },
+            // SAFETY: the token proves avx2; `len` is a multiple of 8; bounds as above.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { requant::requant32_ymm(p, q) },
+        }
+    }
+
+    /// `out[c] = clamp(⌊(acc[c]·M_c + 2^(n_c−1)) / 2^n_c⌋ + zp, lo, hi)` on `i64`
+    /// accumulators, `out.len()` a multiple of [`Token::lanes`]. Exact when every
+    /// `n_c ≥ 22` and `|acc| < 2^41` (the caller guarantees both; see `requant`).
+    pub(crate) fn requant64(
+        self,
+        acc: &[i64],
+        mult: &[i32],
+        shift: &[i32],
+        q: Clamp,
+        out: &mut [i8],
+    ) {
+        let len = out.len();
+        assert!(len.is_multiple_of(self.lanes()), "requant64: ragged length");
+        assert!(acc.len() >= len && mult.len() >= len && shift.len() >= len);
+        debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; `len` is a multiple of 16 (so of 8)
+            // and every slice holds at least `len` elements (asserted above).
+            Isa::Avx512Vnni => unsafe {
+                requant::requant64_zmm(
+                    len,
+                    acc.as_ptr(),
+                    mult.as_ptr(),
+                    shift.as_ptr(),
+                    q,
+                    out.as_mut_ptr(),
+                )
+            },
+            // SAFETY: the token proves avx2; `len` is a multiple of 8 (so of 4) and every
+            // slice holds at least `len` elements (asserted above).
+            Isa::Avx2 | Isa::AvxVnni => unsafe {
+                requant::requant64_ymm(
+                    len,
+                    acc.as_ptr(),
+                    mult.as_ptr(),
+                    shift.as_ptr(),
+                    q,
+                    out.as_mut_ptr(),
+                )
+            },
+        }
+    }
+
+    /// The 16w8a VNNI epilogue: for `c < out.len()` (a multiple of [`Token::lanes`]),
+    /// `acc = 256·(hi + c_hi) + (lo + c_lo) + c64 + row` (the two `i32` sums wrapping:
+    /// their true values fit `i32`), requantized like [`Token::requant64`] (same
+    /// preconditions on shifts and `|acc|`).
+    pub(crate) fn requant_hilo(
+        self,
+        r: HiLoRow<'_>,
+        mult: &[i32],
+        shift: &[i32],
+        q: Clamp,
+        out: &mut [i8],
+    ) {
+        let len = out.len();
+        assert!(
+            len.is_multiple_of(self.lanes()),
+            "requant_hilo: ragged length"
+        );
+        assert!(
+            [
+                r.hi.len(),
+                r.lo.len(),
+                r.c_hi.len(),
+                r.c_lo.len(),
+                r.c64.len(),
+                mult.len(),
+                shift.len()
+            ]
+            .iter()
+            .all(|&l| l >= len),
+            "requant_hilo: short input"
+        );
+        debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
+        let p = requant::HiLo {
+            hi: r.hi.as_ptr(),
+            lo: r.lo.as_ptr(),
+            c_hi: r.c_hi.as_ptr(),
+            c_lo: r.c_lo.as_ptr(),
+            c64: r.c64.as_ptr(),
+            row: r.row,
+            mult: mult.as_ptr(),
+            shift: shift.as_ptr(),
+        };
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; `len` is a multiple of 16 (so of 8)
+            // and every input holds at least `len` elements (asserted above).
+            Isa::Avx512Vnni => unsafe { requant::requant_hilo_zmm(len, p, q, out.as_mut_ptr()) },
+            // SAFETY: the token proves avx2; `len` is a multiple of 8 (so of 4) and every
+            // input holds at least `len` elements (asserted above).
+            Isa::Avx2 | Isa::AvxVnni => unsafe {
+                requant::requant_hilo_ymm(len, p, q, out.as_mut_ptr())
+            },
+        }
+    }
+
+    /// The residual add of `cpu-ref`'s `kernels::add`, bit-exact, on `out.len()` elements
+    /// (`a` and `b` at least as long); the last `len % lanes` elements use the reference.
+    pub(crate) fn add(self, a: &[i8], b: &[i8], q: AddConsts, out: &mut [i8]) {
+        let len = out.len();
+        assert!(a.len() >= len && b.len() >= len, "add: short input");
+        for m in [q.m_a, q.m_b, q.m_o] {
+            assert!((1..=62).contains(&m.1), "add: shift {}", m.1);
+        }
+        let main = len / self.lanes() * self.lanes();
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; `main` is a multiple of 16 and within
+            // all three slices (asserted above); shifts checked.
+            Isa::Avx512Vnni => unsafe {
+                eltwise::add_zmm(main, a.as_ptr(), b.as_ptr(), q, out.as_mut_ptr())
+            },
+            // SAFETY: the token proves avx2; `main` is a multiple of 8 and within all three
+            // slices (asserted above); shifts checked.
+            Isa::Avx2 | Isa::AvxVnni => unsafe {
+                eltwise::add_ymm(main, a.as_ptr(), b.as_ptr(), q, out.as_mut_ptr())
+            },
+        }
+        let m = |(multiplier, shift): (i32, u32)| lastmile_core::quant::QuantMultiplier {
+            multiplier,
+            shift,
+        };
+        lastmile_backend_cpu_ref::kernels::add(
+            lastmile_backend_cpu_ref::kernels::AddQuant {
+                mult_a: m(q.m_a),
+                mult_b: m(q.m_b),
+                mult_out: m(q.m_o),
+                zp_a: q.zp_a,
+                zp_b: q.zp_b,
+                zp_out: q.zp_o,
+                lo: q.lo,
+                hi: q.hi,
+            },
+            &a[main..len],
+            &b[main..len],
+            &mut out[main..],
+        );
+    }
+
+    /// Packs the whole dword groups of one full panel (`lanes()` rows of `k` weights,
+    /// consecutive in `src`) into `dst` (and `dst_lo` for Vnni16) in the layout of
+    /// `crate::pack`; returns how many groups it wrote (the caller packs the rest).
+    pub(crate) fn pack_panel(
+        self,
+        scheme: crate::pack::Scheme,
+        src: lastmile_backend_cpu_ref::kernels::Weights<'_>,
+        k: usize,
+        dst: &mut [u8],
+        dst_lo: &mut [u8],
+    ) -> usize {
+        use crate::pack::Scheme;
+        use lastmile_backend_cpu_ref::kernels::Weights;
+        let lanes = self.lanes();
+        let (ptr, len, elem) = match src {
+            Weights::I8(w) => (w.as_ptr() as *const u8, w.len(), 1),
+            Weights::I16(w) => (w.as_ptr() as *const u8, w.len(), 2),
+        };
+        assert!(len >= lanes * k, "pack_panel: short source");
+        let row_bytes = k * elem;
+        if lanes * row_bytes >= 1 << 31 {
+            return 0; // gather offsets are i32: leave it to the scalar path
+        }
+        let groups = match scheme {
+            Scheme::Vnni8 | Scheme::Vnni16 => k / 4,
+            Scheme::Madd8 => k / 4 * 2,
+            Scheme::Madd16 => k / 2,
+        };
+        let out = groups * lanes * 4;
+        assert!(dst.len() >= out, "pack_panel: short panel");
+        let raw = pack::RawPack {
+            src: ptr,
+            row_bytes,
+            groups,
+            dst: dst.as_mut_ptr(),
+            dst_lo: dst_lo.as_mut_ptr(),
+        };
+        // Each arm: the token proves the ISA; the source holds `lanes` rows of `row_bytes`
+        // and the kernel reads only whole groups (`groups·G ≤ k` elements) of each; `dst`
+        // (and `dst_lo`, checked in the Vnni16 arms) hold `groups·lanes·4` bytes; row
+        // offsets fit i32 (checked above).
+        match (self.isa, scheme, src) {
+            (Isa::Avx512Vnni, Scheme::Vnni8, Weights::I8(_)) => {
+                // SAFETY: see above.
+                unsafe { pack::vnni8_zmm(raw) }
+            }
+            (Isa::AvxVnni, Scheme::Vnni8, Weights::I8(_)) => {
+                // SAFETY: see above.
+                unsafe { pack::vnni8_ymm(raw) }
+            }
+            (Isa::Avx512Vnni, Scheme::Vnni16, Weights::I16(_)) => {
+                assert!(dst_lo.len() >= out, "pack_panel: short lo panel");
+                // SAFETY: see above.
+                unsafe { pack::vnni16_zmm(raw) }
+            }
+            (Isa::AvxVnni, Scheme::Vnni16, Weights::I16(_)) => {
+                assert!(dst_lo.len() >= out, "pack_panel: short lo panel");
+                // SAFETY: see above.
+                unsafe { pack::vnni16_ymm(raw) }
+            }
+            (Isa::Avx2, Scheme::Madd8, Weights::I8(_)) => {
+                // SAFETY: see above; `groups` is even.
+                unsafe { pack::madd8_ymm(raw) }
+            }
+            (Isa::Avx2, Scheme::Madd16, Weights::I16(_)) => {
+                // SAFETY: see above.
+                unsafe { pack::madd16_ymm(raw) }
+            }
+            _ => return 0,
+        }
+        groups
+    }
+
+    /// `Σ bytes` of each of the `rows` rows of `a` (`stride` apart, first `len` bytes of
+    /// each), as unsigned, appended to `out`.
+    pub(crate) fn row_sums(
+        self,
+        a: &[u8],
+        stride: usize,
+        rows: usize,
+        len: usize,
+        out: &mut Vec<u64>,
+    ) {
+        assert!(len <= stride || rows == 0, "row_sums: len > stride");
+        assert!(
+            rows == 0 || (rows - 1) * stride + len <= a.len(),
+            "row_sums: short input"
+        );
+        for r in 0..rows {
+            let row = &a[r * stride..r * stride + len];
+            out.push(match self.isa {
+                // SAFETY: the token proves avx512f/bw; `row` is `len` readable bytes.
+                Isa::Avx512Vnni => unsafe { sums::sum_u8_zmm(row.as_ptr(), row.len()) },
+                // SAFETY: the token proves avx2; `row` is `len` readable bytes.
+                Isa::Avx2 | Isa::AvxVnni => unsafe { sums::sum_u8_ymm(row.as_ptr(), row.len()) },
+            });
+        }
+    }
+
+    /// Depthwise accumulators of a run of `pixels` output pixels sharing one tap list:
+    /// `acc[p·c_pad + ch] = Σ_t (x[base0 + p·step + x_rel[t] + ch] − zp) · w[w_off[t] + ch]`
+    /// for `ch < c`, wrapping `i32` (exact for ≤ 256 taps of 16-bit weights, any count of
+    /// 8-bit ones). `c_pad = ⌈c/16⌉·16`; padding lanes of `acc` get unspecified values.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn depthwise(
+        self,
+        x: &[i8],
+        base0: usize,
+        step: usize,
+        pixels: usize,
+        x_rel: &[usize],
+        w_off: &[usize],
+        w: &[i32],
+        c: usize,
+        zp: i32,
+        acc: &mut [i32],
+    ) {
+        let c_pad = c.div_ceil(16) * 16;
+        assert_eq!(x_rel.len(), w_off.len(), "depthwise: tap lists differ");
+        assert!(
+            pixels.checked_mul(c_pad).is_some_and(|n| n <= acc.len()),
+            "depthwise: acc"
+        );
+        if pixels == 0 {
+            return;
+        }
+        // Origins grow with `p`, so the last pixel bounds every input read.
+        let last = (pixels - 1)
+            .checked_mul(step)
+            .and_then(|o| o.checked_add(base0))
+            .expect("depthwise: offsets overflow");
+        for (&xr, &wo) in x_rel.iter().zip(w_off) {
+            let end = last.checked_add(xr).and_then(|o| o.checked_add(c));
+            assert!(end.is_some_and(|e| e <= x.len()), "depthwise: input");
+            assert!(
+                wo.checked_add(c_pad).is_some_and(|e| e <= w.len()),
+                "depthwise: weights"
+            );
+        }
+        let raw = dw::RawDw {
+            x: x.as_ptr(),
+            base0,
+            step,
+            pixels,
+            x_rel: x_rel.as_ptr(),
+            w_off: w_off.as_ptr(),
+            taps: x_rel.len(),
+            w: w.as_ptr(),
+            c,
+            c_pad,
+            zp,
+            acc: acc.as_mut_ptr(),
+        };
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; for every pixel and tap the input has
+            // `c` readable codes and the weight row `c_pad` readable values, `acc` has
+            // `pixels·c_pad` writable values (asserted above); both tap lists have `taps`
+            // entries; `c_pad` is a multiple of 16 ≥ `c`.
+            Isa::Avx512Vnni => unsafe { dw::dw_zmm(raw) },
+            Isa::Avx2 | Isa::AvxVnni => {
+                // SAFETY: the token proves avx2; the kernel touches channels below
+                // `⌊c/8⌋·8 ≤ c ≤ c_pad`, inside the ranges asserted above.
+                unsafe { dw::dw_ymm(raw) };
+                for p in 0..pixels {
+                    let xb = base0 + p * step;
+                    for ch in c / 8 * 8..c {
+                        let mut s = 0i32;
+                        for (&xr, &wo) in x_rel.iter().zip(w_off) {
+                            let xv = x[xb + xr + ch] as i32 - zp;
+                            s = s.wrapping_add(xv.wrapping_mul(w[wo + ch]));
+                        }
+                        acc[p * c_pad + ch] = s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Safe code compiled with a tier's features: the gathers of `crate::gather` and the
+/// weight sums of `crate::pack` (plain Rust, auto-vectorized to the tier's width). Being `#[target_feature]` functions,
+/// they may only be called once the features are known present — by [`Token`].
+mod autovec {
+    use crate::gather::{Rows, gather_i16, gather_u8};
+
+    macro_rules! tramp {
+        ($u8:ident, $i16:ident, $f:literal) => {
+            #[target_feature(enable = $f)]
+            pub(super) fn $u8(
+                rows: &Rows,
+                x: &[i8],
+                m0: usize,
+                count: usize,
+                zp: i32,
+                stride: usize,
+                dst: &mut [u8],
+            ) {
+                gather_u8(rows, x, m0, count, zp, stride, dst)
+            }
+
+            #[target_feature(enable = $f)]
+            pub(super) fn $i16(
+                rows: &Rows,
+                x: &[i8],
+                m0: usize,
+                count: usize,
+                zp: i32,
+                stride: usize,
+                dst: &mut [i16],
+            ) {
+                gather_i16(rows, x, m0, count, zp, stride, dst)
+            }
+        };
+    }
+    tramp!(gather_u8_zmm, gather_i16_zmm, "avx512f,avx512bw,avx512vl");
+    tramp!(gather_u8_ymm, gather_i16_ymm, "avx2");
+
+    macro_rules! sums {
+        ($s8:ident, $s16:ident, $f:literal) => {
+            #[target_feature(enable = $f)]
+            pub(super) fn $s8(w: &[i8], k: usize, out: &mut [i64]) {
+                crate::pack::sums_i8(w, k, out)
+            }
+
+            #[target_feature(enable = $f)]
+            pub(super) fn $s16(w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64]) {
+                crate::pack::sums_hilo(w, k, hi, lo)
+            }
+        };
+    }
+    sums!(sums_i8_zmm, sums_hilo_zmm, "avx512f,avx512bw,avx512vl");
+    sums!(sums_i8_ymm, sums_hilo_ymm, "avx2");
+}
+
+impl Token {
+    /// `crate::pack::sums_i8` compiled for this tier.
+    pub(crate) fn sums_i8(self, w: &[i8], k: usize, out: &mut [i64]) {
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; the callee is safe code.
+            Isa::Avx512Vnni => unsafe { autovec::sums_i8_zmm(w, k, out) },
+            // SAFETY: the token proves avx2; the callee is safe code.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { autovec::sums_i8_ymm(w, k, out) },
+        }
+    }
+
+    /// `crate::pack::sums_hilo` compiled for this tier.
+    pub(crate) fn sums_hilo(self, w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64]) {
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; the callee is safe code.
+            Isa::Avx512Vnni => unsafe { autovec::sums_hilo_zmm(w, k, hi, lo) },
+            // SAFETY: the token proves avx2; the callee is safe code.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { autovec::sums_hilo_ymm(w, k, hi, lo) },
+        }
+    }
+
+    /// `crate::gather::gather_u8` compiled for this tier.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gather_u8(
+        self,
+        rows: &crate::gather::Rows,
+        x: &[i8],
+        m0: usize,
+        count: usize,
+        zp: i32,
+        stride: usize,
+        dst: &mut [u8],
+    ) {
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; the callee is safe code.
+            Isa::Avx512Vnni => unsafe {
+                autovec::gather_u8_zmm(rows, x, m0, count, zp, stride, dst)
+            },
+            // SAFETY: the token proves avx2; the callee is safe code.
+            Isa::Avx2 | Isa::AvxVnni => unsafe {
+                autovec::gather_u8_ymm(rows, x, m0, count, zp, stride, dst)
+            },
+        }
+    }
+
+    /// `crate::gather::gather_i16` compiled for this tier.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gather_i16(
+        self,
+        rows: &crate::gather::Rows,
+        x: &[i8],
+        m0: usize,
+        count: usize,
+        zp: i32,
+        stride: usize,
+        dst: &mut [i16],
+    ) {
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw/vl; the callee is safe code.
+            Isa::Avx512Vnni => unsafe {
+                autovec::gather_i16_zmm(rows, x, m0, count, zp, stride, dst)
+            },
+            // SAFETY: the token proves avx2; the callee is safe code.
+            Isa::Avx2 | Isa::AvxVnni => unsafe {
+                autovec::gather_i16_ymm(rows, x, m0, count, zp, stride, dst)
+            },
+        }
+    }
+}
+
+/// A zero-initialised byte buffer aligned to 64 bytes (one cache line, one `zmm`), so
+/// packed weight panels and activation rows start on a line.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AlignedBytes {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+struct Block([u8; 64]);
+
+impl AlignedBytes {
+    /// `len` zero bytes.
+    pub(crate) fn zeroed(len: usize) -> Self {
+        AlignedBytes {
+            blocks: vec![Block([0; 64]); len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// Makes the buffer at least `len` bytes long (contents unspecified but initialized).
+    pub(crate) fn ensure(&mut self, len: usize) {
+        if self.len < len {
+            *self = AlignedBytes::zeroed(len);
+        }
+    }
+
+    /// The bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: `blocks` owns `64·blocks.len() ≥ len` initialized bytes (every `Block` is
+        // a `[u8; 64]`, `#[repr(C)]` without padding), contiguous in the `Vec`; `u8` has
+        // alignment 1; the borrow of `self` keeps them alive and unaliased by writers.
+        unsafe { core::slice::from_raw_parts(self.blocks.as_ptr() as *const u8, self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; the `&mut self` borrow makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.blocks.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    /// The first `2·⌊len/2⌋` bytes as `i16` (native endianness).
+    pub(crate) fn as_mut_i16(&mut self) -> &mut [i16] {
+        // SAFETY: the storage is 64-byte aligned (≥ align of i16), holds `len` initialized
+        // bytes, and every bit pattern is a valid `i16`; `&mut self` makes it unique.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.blocks.as_mut_ptr() as *mut i16, self.len / 2)
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Vectorized requantization, bit-exact with `QuantMultiplier::requantize`:
+//! `out = clamp(⌊(acc·M + 2^(n−1)) / 2^n⌋ + zp, lo, hi)` per lane, with per-lane
+//! (per output channel) `M ∈ [2^30, 2^31)` and `n ∈ [1, 62]`.
+//!
+//! * `i32` accumulators (8w8a): `|acc·M| < 2^62`, so the product plus the rounding term
+//!   fits `i64` exactly; even and odd lanes are multiplied separately (`vpmuldq`).
+//! * `i64` accumulators (16w8a, `|acc| < 2^41`): the product needs up to 72 bits, so
+//!   `acc = a_hi·2^21 + a_lo` (`0 ≤ a_lo < 2^21`) and
+//!   `⌊(acc·M + 2^(n−1)) / 2^n⌋ = ⌊(a_hi·M + ⌊(a_lo·M + 2^(n−1)) / 2^21⌋) / 2^(n−21)⌋`
+//!   (nested floor divisions by powers of two), every term within `i64`. Needs `n ≥ 22`;
+//!   the caller routes layers with a smaller shift to the scalar spec function.
+//!
+//! AVX2 has no 64-bit arithmetic right shift: `v >> s` is computed as
+//! `((v + 2^62) >>> s) − (2^62 >>> s)` (logical shifts), exact for `−2^62 ≤ v < 3·2^62`
+//! and `s ≤ 62`, which every use below satisfies.
+
+use core::arch::x86_64::*;
+
+const TWO62: i64 = 1 << 62;
+
+/// Per-layer constants shared by all lanes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clamp {
+    pub zp: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+/// Rows of `i32` accumulators: row `r < rows` is `len` values at `acc + r·len`, written
+/// to `out + r·out_stride`; `corr`, `mult`, `shift` are per column (`len` each).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rows32 {
+    pub rows: usize,
+    pub len: usize,
+    pub acc: *const i32,
+    pub corr: *const i32,
+    pub mult: *const i32,
+    pub shift: *const i32,
+    pub out: *mut i8,
+    pub out_stride: usize,
+}
+
+/// `i32` accumulators, AVX-512: `rows` rows of `len` lanes (a multiple of 16).
+///
+/// # Safety
+/// CPU has avx512f+avx512bw; `acc` readable for `rows·len` elements, `corr`, `mult`,
+/// `shift` for `len`, `out + r·out_stride` writable for `len` bytes per row; `len % 16 == 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn requant32_zmm(p: Rows32, q: Clamp) {
+    for r in 0..p.rows {
+        // SAFETY: row `r` of the contract.
+        unsafe {
+            requant32_row_zmm(
+                p.len,
+                p.acc.add(r * p.len),
+                p.corr,
+                p.mult,
+                p.shift,
+                q,
+                p.out.add(r * p.out_stride),
+            )
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn requant32_row_zmm(
+    len: usize,
+    acc: *const i32,
+    corr: *const i32,
+    mult: *const i32,
+    shift: *const i32,
+    q: Clamp,
+    out: *mut i8,
+) {
+    // SAFETY: register setup; the caller has avx512f.
+    let (low32, one, zp, lo, hi) = unsafe {
+        (
+            _mm512_set1_epi64(0xFFFF_FFFF),
+            _mm512_set1_epi64(1),
+            _mm512_set1_epi64(q.zp as i64),
+            _mm512_set1_epi64(q.lo as i64),
+            _mm512_set1_epi64(q.hi as i64),
+        )
+    };
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 16 ≤ len`, so each 64-byte load and the 16-byte store are in bounds
+        // (function contract); features enabled by the attribute.
+        unsafe {
+            let a = _mm512_add_epi32(
+                _mm512_loadu_si512(acc.add(c) as *const __m512i),
+                _mm512_loadu_si512(corr.add(c) as *const __m512i),
+            );
+            let m = _mm512_loadu_si512(mult.add(c) as *const __m512i);
+            let s = _mm512_loadu_si512(shift.add(c) as *const __m512i);
+            let se = _mm512_and_si512(s, low32);
+            let so = _mm512_srli_epi64::<32>(s);
+            let pe = _mm512_mul_epi32(a, m);
+            let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+            let re = _mm512_sllv_epi64(one, _mm512_sub_epi64(se, one));
+            let ro = _mm512_sllv_epi64(one, _mm512_sub_epi64(so, one));
+            let ye = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+            let yo = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+            let ye = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(ye, zp), lo), hi);
+            let yo = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(yo, zp), lo), hi);
+            let r = _mm512_or_si512(_mm512_and_si512(ye, low32), _mm512_slli_epi64::<32>(yo));
+            _mm_storeu_si128(out.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(r));
+        }
+        c += 16;
+    }
+}
+
+/// The `i64` requantization of 8 lanes (see the module docs), AVX-512.
+#[inline(always)]
+unsafe fn rq64_zmm(a: __m512i, m: __m512i, s: __m512i, q: Clamp) -> __m128i {
+    // SAFETY: only called from functions with avx512f/bw/vl enabled; register-only.
+    unsafe {
+        let one = _mm512_set1_epi64(1);
+        let a_hi = _mm512_srai_epi64::<21>(a);
+        let a_lo = _mm512_and_si512(a, _mm512_set1_epi64((1 << 21) - 1));
+        let x = _mm512_mul_epi32(a_hi, m);
+        let y = _mm512_add_epi64(
+            _mm512_mul_epu32(a_lo, m),
+            _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one)),
+        );
+        let t = _mm512_add_epi64(x, _mm512_srli_epi64::<21>(y));
+        let r = _mm512_srav_epi64(t, _mm512_sub_epi64(s, _mm512_set1_epi64(21)));
+        let r = _mm512_add_epi64(r, _mm512_set1_epi64(q.zp as i64));
+        let r = _mm512_max_epi64(r, _mm512_set1_epi64(q.lo as i64));
+        let r = _mm512_min_epi64(r, _mm512_set1_epi64(q.hi as i64));
+        _mm512_cvtepi64_epi8(r)
+    }
+}
+
+/// `i64` accumulators, AVX-512: `len` lanes (a multiple of 8); every shift ≥ 22 and
+/// `|acc| < 2^41` (else the result is wrong, never undefined).
+///
+/// # Safety
+/// CPU has avx512f+avx512bw+avx512vl; `acc` readable for `len` `i64`, `mult`/`shift`
+/// for `len` `i32`, `out` writable for `len` bytes, `len % 8 == 0`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn requant64_zmm(
+    len: usize,
+    acc: *const i64,
+    mult: *const i32,
+    shift: *const i32,
+    q: Clamp,
+    out: *mut i8,
+) {
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 64-byte load of `acc`, 32-byte loads of `mult`/`shift`,
+        // 8-byte store, all in bounds by the function contract.
+        unsafe {
+            let a = _mm512_loadu_si512(acc.add(c) as *const __m512i);
+            let m = _mm512_cvtepi32_epi64(_mm256_loadu_si256(mult.add(c) as *const __m256i));
+            let s = _mm512_cvtepi32_epi64(_mm256_loadu_si256(shift.add(c) as *const __m256i));
+            _mm_storel_epi64(out.add(c) as *mut __m128i, rq64_zmm(a, m, s, q));
+        }
+        c += 8;
+    }
+}
+
+/// The 16w8a epilogue of a VNNI tile row, AVX-512: for `c < len` (a multiple of 8),
+/// `acc = 256·(hi[c] + c_hi[c]) + (lo[c] + c_lo[c]) + c64[c] + row` with the two
+/// `i32` sums wrapping (their true values fit `i32`), then the `i64` requantization.
+///
+/// # Safety
+/// CPU has avx512f+avx512bw+avx512vl; `hi`, `lo`, `c_hi`, `c_lo`, `mult`, `shift`
+/// readable for `len` `i32`, `c64` for `len` `i64`, `out` writable for `len` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i8) {
+    let row = _mm512_set1_epi64(p.row);
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 32-byte loads of the `i32` rows, 64-byte load of `c64`,
+        // 8-byte store, in bounds by the function contract.
+        unsafe {
+            macro_rules! ld {
+                ($p:expr) => {
+                    _mm256_loadu_si256($p.add(c) as *const __m256i)
+                };
+            }
+            let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.hi), ld!(p.c_hi)));
+            let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.lo), ld!(p.c_lo)));
+            let c64 = _mm512_loadu_si512(p.c64.add(c) as *const __m512i);
+            let a = _mm512_add_epi64(
+                _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
+                _mm512_add_epi64(c64, row),
+            );
+            let m = _mm512_cvtepi32_epi64(ld!(p.mult));
+            let s = _mm512_cvtepi32_epi64(ld!(p.shift));
+            _mm_storel_epi64(out.add(c) as *mut __m128i, rq64_zmm(a, m, s, q));
+        }
+        c += 8;
+    }
+}
+
+/// Pointers of a 16w8a tile-row epilogue (see `requant_hilo_*`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HiLo {
+    pub hi: *const i32,
+    pub lo: *const i32,
+    pub c_hi: *const i32,
+    pub c_lo: *const i32,
+    pub c64: *const i64,
+    pub row: i64,
+    pub mult: *const i32,
+    pub shift: *const i32,
+}
+
+/// `v >> s` (arithmetic) for `−2^62 ≤ v < 3·2^62`, `0 ≤ s ≤ 62`, with AVX2 logical shifts.
+#[inline(always)]
+unsafe fn sra64_avx2(v: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: only called from functions with avx2 enabled.
+    unsafe {
+        let off = _mm256_set1_epi64x(TWO62);
+        _mm256_sub_epi64(
+            _mm256_srlv_epi64(_mm256_add_epi64(v, off), s),
+            _mm256_srlv_epi64(off, s),
+        )
+    }
+}
+
+/// `clamp(v + zp, lo, hi)` on `i64` lanes with AVX2 compares.
+#[inline(always)]
+unsafe fn clamp64_avx2(v: __m256i, zp: __m256i, lo: __m256i, hi: __m256i) -> __m256i {
+    // SAFETY: only called from functions with avx2 enabled.
+    unsafe {
+        let v = _mm256_add_epi64(v, zp);
+        let v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+        _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi))
+    }
+}
+
+/// `i32` accumulators, AVX2: `rows` rows of `len` lanes (a multiple of 8).
+///
+/// # Safety
+/// CPU has avx2; `acc` readable for `rows·len` elements, `corr`, `mult`, `shift` for
+/// `len`, `out + r·out_stride` writable for `len` bytes per row; `len % 8 == 0`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requant32_ymm(p: Rows32, q: Clamp) {
+    for r in 0..p.rows {
+        // SAFETY: row `r` of the contract.
+        unsafe {
+            requant32_row_ymm(
+                p.len,
+                p.acc.add(r * p.len),
+                p.corr,
+                p.mult,
+                p.shift,
+                q,
+                p.out.add(r * p.out_stride),
+            )
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn requant32_row_ymm(
+    len: usize,
+    acc: *const i32,
+    corr: *const i32,
+    mult: *const i32,
+    shift: *const i32,
+    q: Clamp,
+    out: *mut i8,
+) {
+    // SAFETY: register setup; the caller has avx2.
+    let (one, zp, lo, hi, low32, gather) = unsafe {
+        (
+            _mm256_set1_epi64x(1),
+            _mm256_set1_epi64x(q.zp as i64),
+            _mm256_set1_epi64x(q.lo as i64),
+            _mm256_set1_epi64x(q.hi as i64),
+            _mm256_set1_epi64x(0xFFFF_FFFF),
+            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+        )
+    };
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 32-byte loads and the 8-byte store are in bounds by the
+        // function contract. The shifted value `acc·M + 2^(n−1)` is in (−2^62, 3·2^61),
+        // inside `sra64_avx2`'s exact range.
+        unsafe {
+            let a = _mm256_add_epi32(
+                _mm256_loadu_si256(acc.add(c) as *const __m256i),
+                _mm256_loadu_si256(corr.add(c) as *const __m256i),
+            );
+            let m = _mm256_loadu_si256(mult.add(c) as *const __m256i);
+            let s = _mm256_loadu_si256(shift.add(c) as *const __m256i);
+            let se = _mm256_and_si256(s, low32);
+            let so = _mm256_srli_epi64::<32>(s);
+            let pe = _mm256_mul_epi32(a, m);
+            let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(m));
+            let re = _mm256_sllv_epi64(one, _mm256_sub_epi64(se, one));
+            let ro = _mm256_sllv_epi64(one, _mm256_sub_epi64(so, one));
+            let ye = sra64_avx2(_mm256_add_epi64(pe, re), se);
+            let yo = sra64_avx2(_mm256_add_epi64(po, ro), so);
+            let ye = clamp64_avx2(ye, zp, lo, hi);
+            let yo = clamp64_avx2(yo, zp, lo, hi);
+            // Even channels in the low dwords, odd channels in the high dwords.
+            let r = _mm256_blend_epi32::<0b1010_1010>(ye, _mm256_slli_epi64::<32>(yo));
+            // Values are in [−128, 127]: narrow 8 × i32 to 8 × i8 in lane order.
+            let p16 = _mm256_packs_epi32(r, r); // [r0..r3 r0..r3 | r4..r7 r4..r7] as i16
+            let p8 = _mm256_packs_epi16(p16, p16); // dword 0 = r0..r3, dword 4 = r4..r7
+            let p8 = _mm256_permutevar8x32_epi32(p8, gather);
+            _mm_storel_epi64(out.add(c) as *mut __m128i, _mm256_castsi256_si128(p8));
+        }
+        c += 8;
+    }
+}
+
+/// The `i64` requantization of 4 lanes (see the module docs), AVX2; returns the clamped
+/// results as `i64` lanes (each in `[−128, 127]`).
+#[inline(always)]
+unsafe fn rq64_ymm(a: __m256i, m: __m256i, s: __m256i, q: Clamp) -> __m256i {
+    // SAFETY: only called from functions with avx2 enabled; register-only. `|t| < 2^52` is
+    // inside `sra64_avx2`'s exact range.
+    unsafe {
+        let one = _mm256_set1_epi64x(1);
+        // `vpmuldq` reads only bits 0..31 of `a_hi`, i.e. bits 21..52 of `a`, which are the
+        // same for a logical and an arithmetic shift; `|a| < 2^41` makes them the exact
+        // signed value of `a >> 21`.
+        let a_hi = _mm256_srli_epi64::<21>(a);
+        let a_lo = _mm256_and_si256(a, _mm256_set1_epi64x((1 << 21) - 1));
+        let x = _mm256_mul_epi32(a_hi, m);
+        let y = _mm256_add_epi64(
+            _mm256_mul_epu32(a_lo, m),
+            _mm256_sllv_epi64(one, _mm256_sub_epi64(s, one)),
+        );
+        let t = _mm256_add_epi64(x, _mm256_srli_epi64::<21>(y));
+        let r = sra64_avx2(t, _mm256_sub_epi64(s, _mm256_set1_epi64x(21)));
+        clamp64_avx2(
+            r,
+            _mm256_set1_epi64x(q.zp as i64),
+            _mm256_set1_epi64x(q.lo as i64),
+            _mm256_set1_epi64x(q.hi as i64),
+        )
+    }
+}
+
+/// Narrows two vectors of 4 `i64` codes (channels 0–3 and 4–7, each in `[−128, 127]`)
+/// to 8 bytes in channel order, stored at `out`.
+#[inline(always)]
+unsafe fn store8_from_i64_ymm(r0: __m256i, r1: __m256i, out: *mut i8) {
+    // SAFETY: only called from functions with avx2 enabled; `out` has 8 writable bytes
+    // (caller's contract).
+    unsafe {
+        // Byte 0 of each qword: r0 to bytes 0,1 of each 128-bit lane, r1 to bytes 2,3.
+        let p0 = _mm256_setr_epi8(
+            0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        let p1 = _mm256_setr_epi8(
+            -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 8, -1, -1, -1,
+            -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        // lane 0: c0 c1 c4 c5, lane 1: c2 c3 c6 c7 (dword 0 of each lane).
+        let v = _mm256_or_si256(_mm256_shuffle_epi8(r0, p0), _mm256_shuffle_epi8(r1, p1));
+        let v = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+            v,
+            _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+        ));
+        let v = _mm_shuffle_epi8(
+            v,
+            _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1),
+        );
+        _mm_storel_epi64(out as *mut __m128i, v);
+    }
+}
+
+/// `i64` accumulators, AVX2: `len` lanes (a multiple of 8); every shift ≥ 22 and
+/// `|acc| < 2^41` (else wrong, never undefined).
+///
+/// # Safety
+/// CPU has avx2; `acc` readable for `len` `i64`, `mult`/`shift` for `len` `i32`, `out`
+/// writable for `len` bytes, `len % 8 == 0`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requant64_ymm(
+    len: usize,
+    acc: *const i64,
+    mult: *const i32,
+    shift: *const i32,
+    q: Clamp,
+    out: *mut i8,
+) {
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: two 32-byte loads of `acc`, 16-byte loads of `mult`/
+        // `shift` at `c` and `c + 4`, 8-byte store, in bounds by the function contract.
+        unsafe {
+            let mut r = [_mm256_setzero_si256(); 2];
+            for (h, r) in r.iter_mut().enumerate() {
+                let o = c + 4 * h;
+                let a = _mm256_loadu_si256(acc.add(o) as *const __m256i);
+                let m = _mm256_cvtepi32_epi64(_mm_loadu_si128(mult.add(o) as *const __m128i));
+                let s = _mm256_cvtepi32_epi64(_mm_loadu_si128(shift.add(o) as *const __m128i));
+                *r = rq64_ymm(a, m, s, q);
+            }
+            store8_from_i64_ymm(r[0], r[1], out.add(c));
+        }
+        c += 8;
+    }
+}
+
+/// The 16w8a epilogue of a VNNI tile row, AVX2 (see [`requant_hilo_zmm`]); `len` a
+/// multiple of 8.
+///
+/// # Safety
+/// CPU has avx2; `hi`, `lo`, `c_hi`, `c_lo`, `mult`, `shift` readable for `len` `i32`,
+/// `c64` for `len` `i64`, `out` writable for `len` bytes.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requant_hilo_ymm(len: usize, p: HiLo, q: Clamp, out: *mut i8) {
+    let row = _mm256_set1_epi64x(p.row);
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 16-byte loads of the `i32` rows at `c` and `c + 4`, 32-byte
+        // loads of `c64`, 8-byte store, in bounds by the function contract.
+        unsafe {
+            let mut r = [_mm256_setzero_si256(); 2];
+            for (h, r) in r.iter_mut().enumerate() {
+                let o = c + 4 * h;
+                macro_rules! ld {
+                    ($p:expr) => {
+                        _mm_loadu_si128($p.add(o) as *const __m128i)
+                    };
+                }
+                let hv = _mm256_cvtepi32_epi64(_mm_add_epi32(ld!(p.hi), ld!(p.c_hi)));
+                let lv = _mm256_cvtepi32_epi64(_mm_add_epi32(ld!(p.lo), ld!(p.c_lo)));
+                let c64 = _mm256_loadu_si256(p.c64.add(o) as *const __m256i);
+                let a = _mm256_add_epi64(
+                    _mm256_add_epi64(_mm256_slli_epi64::<8>(hv), lv),
+                    _mm256_add_epi64(c64, row),
+                );
+                let m = _mm256_cvtepi32_epi64(ld!(p.mult));
+                let s = _mm256_cvtepi32_epi64(ld!(p.shift));
+                *r = rq64_ymm(a, m, s, q);
+            }
+            store8_from_i64_ymm(r[0], r[1], out.add(c));
+        }
+        c += 8;
+    }
+}
