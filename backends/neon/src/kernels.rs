@@ -1,8 +1,9 @@
-//! Kernel-level entry points, for tests and benches: the GEMM path of one tier without the
-//! graph around it.
+//! Kernel-level entry points, for tests and benches: the GEMM path, the residual add and the
+//! pools of one tier without the graph around it.
 
-use lastmile_backend_cpu_ref::kernels::Weights;
+use lastmile_backend_cpu_ref::kernels::{self as reference, AddQuant, Weights};
 use lastmile_core::backend::BackendError;
+use lastmile_core::graph::Pool2d;
 
 use crate::{Neon, Tier};
 
@@ -104,4 +105,102 @@ fn gemm_path(
         |i, c, acc| out[i * n + c] = acc,
     );
     out
+}
+
+/// `tier`'s residual add (the reference's for `scalar`), on `a.len()` elements.
+/// `Unavailable` if this CPU (or build) cannot run `tier`.
+pub fn add(tier: Tier, q: AddQuant, a: &[i8], b: &[i8]) -> Result<Vec<i8>, BackendError> {
+    Neon::with_tier(tier)?;
+    if a.len() != b.len() || !(-128..=127).contains(&q.zp_a) || !(-128..=127).contains(&q.zp_b) {
+        return Err(BackendError::InvalidInput(format!(
+            "add: {} and {} codes, zero points {} and {}",
+            a.len(),
+            b.len(),
+            q.zp_a,
+            q.zp_b
+        )));
+    }
+    let mut y = vec![0i8; a.len()];
+    #[cfg(target_arch = "aarch64")]
+    {
+        if tier != Tier::Scalar {
+            crate::eltwise::add(q, a, b, &mut y);
+            return Ok(y);
+        }
+    }
+    reference::add(q, a, b, &mut y);
+    Ok(y)
+}
+
+/// `tier`'s max (`max = true`) or average pool over NHWC `x` of per-sample shape
+/// `in_shape = [h, w, c]`, `n` samples (the reference's for `scalar`). The pool attributes must
+/// be valid (padding < kernel, output at least 1×1). `Unavailable` if this CPU (or build)
+/// cannot run `tier`.
+pub fn pool2d(
+    tier: Tier,
+    p: &Pool2d,
+    x: &[i8],
+    in_shape: [usize; 3],
+    n: usize,
+    max: bool,
+) -> Result<Vec<i8>, BackendError> {
+    Neon::with_tier(tier)?;
+    let [h, w, c] = in_shape;
+    let [pt, pl, pb, pr] = p.padding;
+    let valid = (0..2).all(|d| p.kernel[d] > 0 && p.stride[d] > 0)
+        && pt.max(pb) < p.kernel[0]
+        && pl.max(pr) < p.kernel[1]
+        && h + pt + pb >= p.kernel[0]
+        && w + pl + pr >= p.kernel[1]
+        && x.len() == n * h * w * c;
+    if !valid {
+        return Err(BackendError::InvalidInput(format!(
+            "pool2d: {p:?} on {in_shape:?} × {n} with {} codes",
+            x.len()
+        )));
+    }
+    let out = [
+        (h + pt + pb - p.kernel[0]) / p.stride[0] + 1,
+        (w + pl + pr - p.kernel[1]) / p.stride[1] + 1,
+        c,
+    ];
+    let mut y = vec![0i8; n * out.iter().product::<usize>()];
+    #[cfg(target_arch = "aarch64")]
+    {
+        if tier != Tier::Scalar {
+            let mut scratch = crate::eltwise::Scratch::default();
+            crate::eltwise::pool2d(p, x, &in_shape, &out, n, max, &mut y, &mut scratch);
+            return Ok(y);
+        }
+    }
+    reference::pool2d(p, x, &in_shape, &out, n, max, &mut y);
+    Ok(y)
+}
+
+/// `tier`'s global average pool over NHWC `x` of per-sample shape `[h, w, c]`, `n` samples
+/// (the reference's for `scalar`). `Unavailable` if this CPU (or build) cannot run `tier`.
+pub fn global_avg_pool(
+    tier: Tier,
+    x: &[i8],
+    in_shape: [usize; 3],
+    n: usize,
+) -> Result<Vec<i8>, BackendError> {
+    Neon::with_tier(tier)?;
+    if x.len() != n * in_shape.iter().product::<usize>() || in_shape[0] * in_shape[1] == 0 {
+        return Err(BackendError::InvalidInput(format!(
+            "global_avg_pool: {in_shape:?} × {n} with {} codes",
+            x.len()
+        )));
+    }
+    let mut y = vec![0i8; n * in_shape[2]];
+    #[cfg(target_arch = "aarch64")]
+    {
+        if tier != Tier::Scalar {
+            let mut scratch = crate::eltwise::Scratch::default();
+            crate::eltwise::global_avg_pool(x, &in_shape, n, &mut y, &mut scratch);
+            return Ok(y);
+        }
+    }
+    reference::global_avg_pool(x, &in_shape, n, &mut y);
+    Ok(y)
 }

@@ -1,10 +1,13 @@
 //! # lastmile-backend-neon — the aarch64 NEON backend
 //!
-//! Bit-exact with the reference (`cpu-ref`) on every tier, faster on the ops that carry
-//! the multiply-accumulates: **conv2d** (incl. grouped), **depthwise conv** and **linear**.
-//! Every other op (add, pools, flatten) runs the reference kernels
-//! ([`lastmile_backend_cpu_ref::kernels`]), and every requantization constant comes from
-//! [`lastmile_core::plan::Plan::derive`].
+//! Bit-exact with the reference (`cpu-ref`) on every tier, with NEON kernels for every op:
+//! per tier for the ops that carry the multiply-accumulates (**conv2d** incl. grouped,
+//! **depthwise conv**, **linear**), and one plain-NEON set for the **residual add** (exact
+//! `QuantMultiplier` rescaling in `i64` lanes via `smull` + `srshl`), **max pool** (`smax`),
+//! **average** and **global average pool** (exact lane sums; the rounded division stays
+//! scalar). Channel tails (`C mod 16`) and add tails (`len mod 8`) use the reference
+//! arithmetic ([`lastmile_backend_cpu_ref::kernels`]); flatten is a copy. Every
+//! requantization constant comes from [`lastmile_core::plan::Plan::derive`].
 //!
 //! ## Tiers
 //!
@@ -50,6 +53,8 @@ use lastmile_core::model::QuantModel;
 mod arch;
 #[cfg(target_arch = "aarch64")]
 mod depthwise;
+#[cfg(target_arch = "aarch64")]
+mod eltwise;
 #[cfg(target_arch = "aarch64")]
 mod gemm;
 pub mod kernels;
@@ -268,7 +273,7 @@ impl Backend for Neon {
             if self.tier == Tier::Scalar {
                 return Ok(Box::new(lastmile_backend_cpu_ref::Prepared::new(model)?));
             }
-            Ok(Box::new(prepared::Prepared::new(model, self.tier)?))
+            Ok(Box::new(prepared::prepare(model, self.tier)?))
         }
         #[cfg(not(target_arch = "aarch64"))]
         {

@@ -319,7 +319,7 @@ impl Backend for X86 {
         {
             match self.token {
                 None => Ok(Box::new(lastmile_backend_cpu_ref::Prepared::new(model)?)),
-                Some(tok) => Ok(Box::new(prepared::Prepared::new(tok, model, self.threads)?)),
+                Some(tok) => Ok(Box::new(prepared::prepare(tok, model, self.threads)?)),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

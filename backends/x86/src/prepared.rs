@@ -1,12 +1,17 @@
-//! A model prepared for one SIMD tier: per node, a packed GEMM layer, a packed depthwise
-//! layer, the vectorized residual add, or the reference kernel (grouped convs other than
-//! depthwise, pools, flatten).
+//! The x86 kernel table for the shared CPU executor ([`lastmile_backend_cpu_ref::exec`]):
+//! per node, a packed GEMM layer (conv with one group, linear), a packed depthwise layer, or
+//! nothing (the reference kernel: grouped convs other than depthwise); the vectorized
+//! residual add for every add; the reference for pools. Trainable weights are re-packed
+//! (and the zero-point corrections / bias re-folded) on every forward.
 
-use lastmile_backend_cpu_ref::kernels::{self, AddQuant, DotQuant, Weights};
-use lastmile_core::backend::{BackendError, PreparedModel, check_forward_args};
+use lastmile_backend_cpu_ref::exec::{
+    ConvArgs, Executor, KernelTable, LinearArgs, NodeInfo, bias_codes, weights,
+};
+use lastmile_backend_cpu_ref::kernels::{AddQuant, Weights};
+use lastmile_core::backend::BackendError;
 use lastmile_core::graph::Op;
-use lastmile_core::model::{QData, QParam, QuantModel};
-use lastmile_core::plan::{NodePlan, Plan};
+use lastmile_core::model::{QParam, QuantModel};
+use lastmile_core::plan::NodePlan;
 use lastmile_core::quant::WeightBits;
 
 use crate::depthwise::{DwLayer, DwScratch};
@@ -17,7 +22,7 @@ use crate::pack::{Corrections, PackedWeights};
 
 /// Which params a packed node reads, and which of them may change between forwards.
 #[derive(Clone, Copy, Debug)]
-struct Params {
+pub(crate) struct Params {
     weight: usize,
     bias: Option<usize>,
     weight_trainable: bool,
@@ -25,51 +30,54 @@ struct Params {
 }
 
 impl Params {
-    fn of(model: &QuantModel, weight: usize, bias: Option<usize>) -> Self {
+    fn of(model_params: &[QParam], weight: usize, bias: Option<usize>) -> Self {
         Params {
             weight,
             bias,
-            weight_trainable: model.params[weight].spec.trainable,
-            bias_trainable: bias.is_some_and(|b| model.params[b].spec.trainable),
+            weight_trainable: model_params[weight].spec.trainable,
+            bias_trainable: bias.is_some_and(|b| model_params[b].spec.trainable),
         }
     }
 }
 
+/// Per-node state.
 #[derive(Debug)]
-enum Exec {
+pub(crate) enum Exec {
     Gemm(Box<GemmLayer>, Params),
     Depthwise(Box<DwLayer>, Params),
-    Add(AddConsts),
     Reference,
 }
 
-/// A model prepared for a SIMD tier.
+/// Per-thread scratch buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Scratches {
+    gemm: Vec<Scratch>,
+    dw: Vec<DwScratch>,
+}
+
+/// The kernel table of one SIMD tier.
 #[derive(Debug)]
-pub(crate) struct Prepared {
-    /// Structure only (parameter data emptied).
-    model: QuantModel,
-    plan: Plan,
+pub(crate) struct Table {
     tok: Token,
-    exec: Vec<Exec>,
-    values: Vec<Vec<i8>>,
-    gemm_scratch: Vec<Scratch>,
-    dw_scratch: Vec<DwScratch>,
+    threads: usize,
+    bits: WeightBits,
 }
 
-fn weights(p: &QParam) -> Weights<'_> {
-    match &p.data {
-        QData::I8(v) => Weights::I8(v),
-        QData::I16(v) => Weights::I16(v),
-        // Checked by validation / `check_forward_args`: weights are never i32.
-        QData::I32(_) => Weights::I8(&[]),
-    }
-}
+/// A model prepared for a SIMD tier.
+pub(crate) type Prepared = Executor<Table>;
 
-fn bias_codes(p: &QParam) -> &[i32] {
-    match &p.data {
-        QData::I32(v) => v,
-        _ => &[],
-    }
+/// Prepares `model` for the tier `tok` with `threads` workers.
+pub(crate) fn prepare(
+    tok: Token,
+    model: &QuantModel,
+    threads: usize,
+) -> Result<Prepared, BackendError> {
+    let table = Table {
+        tok,
+        threads: threads.max(1),
+        bits: model.weight_bits,
+    };
+    Executor::new(table, model)
 }
 
 fn conv_geom(
@@ -92,109 +100,51 @@ fn conv_geom(
     }
 }
 
-impl Prepared {
-    pub(crate) fn new(
-        tok: Token,
-        model: &QuantModel,
-        threads: usize,
-    ) -> Result<Self, BackendError> {
-        model.validate()?;
-        let plan = Plan::derive(model)?;
-        let bits = model.weight_bits;
-        let mut exec = Vec::with_capacity(model.topology.nodes.len());
-        for (i, node) in model.topology.nodes.iter().enumerate() {
-            if let NodePlan::Add {
-                mult_a,
-                mult_b,
-                mult_out,
-                zp_a,
-                zp_b,
-                zp_out,
-                lo,
-                hi,
-            } = &plan.nodes[i]
-            {
-                let m = |q: &lastmile_core::quant::QuantMultiplier| (q.multiplier, q.shift);
-                exec.push(Exec::Add(AddConsts {
-                    zp_a: *zp_a,
-                    zp_b: *zp_b,
-                    m_a: m(mult_a),
-                    m_b: m(mult_b),
-                    m_o: m(mult_out),
-                    zp_o: *zp_out,
-                    lo: *lo,
-                    hi: *hi,
-                }));
-                continue;
-            }
-            let NodePlan::Dot {
-                multipliers,
-                zp_in,
-                zp_out,
-                lo,
-                hi,
-                ..
-            } = &plan.nodes[i]
-            else {
-                exec.push(Exec::Reference);
-                continue;
-            };
-            let clamp = Clamp {
-                zp: *zp_out,
-                lo: *lo,
-                hi: *hi,
-            };
-            let inp = &plan.shapes[node.inputs[0].index()];
-            let out = &plan.shapes[i + 1];
-            let e = match &node.op {
-                Op::Conv2d(c) => {
-                    let wp = &model.params[c.weight.index()];
-                    let ws = &wp.spec.shape;
-                    let geom = conv_geom(c, ws, inp, out);
-                    let params = Params::of(model, c.weight.index(), c.bias.map(|b| b.index()));
-                    let bias = c.bias.map(|b| bias_codes(&model.params[b.index()]));
-                    if c.groups == 1 {
-                        let (n, k) = (ws[0], ws[1] * ws[2] * ws[3]);
-                        let layer = gemm_layer(
-                            tok,
-                            bits,
-                            Rows::Conv(geom),
-                            n,
-                            k,
-                            *zp_in,
-                            weights(wp),
-                            bias,
-                            multipliers,
-                            clamp,
-                        );
-                        Exec::Gemm(Box::new(layer), params)
-                    } else if ws[3] == 1 && ws[0] == inp[2] {
-                        let c_pad = ws[0].div_ceil(16) * 16;
-                        let mut layer = DwLayer {
-                            geom,
-                            zp_in: *zp_in,
-                            wide: bits == WeightBits::W16,
-                            c_pad,
-                            w: Vec::new(),
-                            bias32: Vec::new(),
-                            requant: Requant::new(multipliers, c_pad, clamp),
-                        };
-                        layer.pack(weights(wp));
-                        layer.set_bias(bias);
-                        Exec::Depthwise(Box::new(layer), params)
-                    } else {
-                        Exec::Reference
-                    }
-                }
-                Op::Linear(l) => {
-                    let wp = &model.params[l.weight.index()];
-                    let (n, k) = (wp.spec.shape[0], wp.spec.shape[1]);
-                    let params = Params::of(model, l.weight.index(), l.bias.map(|b| b.index()));
-                    let bias = l.bias.map(|b| bias_codes(&model.params[b.index()]));
+impl KernelTable for Table {
+    type NodeState = Exec;
+    type Scratch = Scratches;
+
+    fn prepare_node(
+        &self,
+        info: NodeInfo<'_>,
+        params: &[QParam],
+        scratch: &mut Scratches,
+    ) -> Result<Exec, BackendError> {
+        if scratch.gemm.len() < self.threads {
+            scratch.gemm.resize_with(self.threads, Scratch::default);
+            scratch.dw.resize_with(self.threads, DwScratch::default);
+        }
+        let NodePlan::Dot {
+            multipliers,
+            zp_in,
+            zp_out,
+            lo,
+            hi,
+            ..
+        } = info.plan
+        else {
+            return Ok(Exec::Reference);
+        };
+        let (tok, bits) = (self.tok, self.bits);
+        let clamp = Clamp {
+            zp: *zp_out,
+            lo: *lo,
+            hi: *hi,
+        };
+        let (inp, out) = (info.in_shape, info.out_shape);
+        Ok(match &info.node.op {
+            Op::Conv2d(c) => {
+                let wp = &params[c.weight.index()];
+                let ws = &wp.spec.shape;
+                let geom = conv_geom(c, ws, inp, out);
+                let p = Params::of(params, c.weight.index(), c.bias.map(|b| b.index()));
+                let bias = c.bias.map(|b| bias_codes(&params[b.index()]));
+                if c.groups == 1 {
+                    let (n, k) = (ws[0], ws[1] * ws[2] * ws[3]);
                     let layer = gemm_layer(
                         tok,
                         bits,
-                        Rows::Dense { f: k },
+                        Rows::Conv(geom),
                         n,
                         k,
                         *zp_in,
@@ -203,102 +153,120 @@ impl Prepared {
                         multipliers,
                         clamp,
                     );
-                    Exec::Gemm(Box::new(layer), params)
+                    Exec::Gemm(Box::new(layer), p)
+                } else if ws[3] == 1 && ws[0] == inp[2] {
+                    let c_pad = ws[0].div_ceil(16) * 16;
+                    let mut layer = DwLayer {
+                        geom,
+                        zp_in: *zp_in,
+                        wide: bits == WeightBits::W16,
+                        c_pad,
+                        w: Vec::new(),
+                        bias32: Vec::new(),
+                        requant: Requant::new(multipliers, c_pad, clamp),
+                    };
+                    layer.pack(weights(wp));
+                    layer.set_bias(bias);
+                    Exec::Depthwise(Box::new(layer), p)
+                } else {
+                    Exec::Reference
                 }
-                _ => Exec::Reference,
-            };
-            exec.push(e);
-        }
-        let mut model = model.clone();
-        for p in &mut model.params {
-            p.data = match p.data {
-                QData::I8(_) => QData::I8(Vec::new()),
-                QData::I16(_) => QData::I16(Vec::new()),
-                QData::I32(_) => QData::I32(Vec::new()),
-            };
-        }
-        let threads = threads.max(1);
-        Ok(Prepared {
-            values: vec![Vec::new(); plan.shapes.len()],
-            model,
-            plan,
-            tok,
-            exec,
-            gemm_scratch: (0..threads).map(|_| Scratch::default()).collect(),
-            dw_scratch: (0..threads).map(|_| DwScratch::default()).collect(),
+            }
+            Op::Linear(l) => {
+                let wp = &params[l.weight.index()];
+                let (n, k) = (wp.spec.shape[0], wp.spec.shape[1]);
+                let p = Params::of(params, l.weight.index(), l.bias.map(|b| b.index()));
+                let bias = l.bias.map(|b| bias_codes(&params[b.index()]));
+                let layer = gemm_layer(
+                    tok,
+                    bits,
+                    Rows::Dense { f: k },
+                    n,
+                    k,
+                    *zp_in,
+                    weights(wp),
+                    bias,
+                    multipliers,
+                    clamp,
+                );
+                Exec::Gemm(Box::new(layer), p)
+            }
+            _ => Exec::Reference,
         })
     }
 
-    fn run(&mut self, params: &[QParam], input: &[i8], n: usize) -> Result<(), BackendError> {
-        let sample: usize = self.plan.shapes[0].iter().product();
-        check_forward_args(&self.model, params, input.len(), sample, n)?;
-        let Prepared {
-            model,
-            plan,
-            tok,
-            exec,
-            values,
-            gemm_scratch,
-            dw_scratch,
-        } = self;
-        let tok = *tok;
-        for (i, node) in model.topology.nodes.iter().enumerate() {
-            let out_len = n * plan.shapes[i + 1].iter().product::<usize>();
-            let mut y = core::mem::take(&mut values[i + 1]);
-            // Every op writes all of its output: no need to clear a buffer of the right size.
-            if y.len() != out_len {
-                y.clear();
-                y.resize(out_len, 0);
-            }
-            // Value 0 is the input, read in place (never copied).
-            let value = |v: usize| -> &[i8] { if v == 0 { input } else { &values[v] } };
-            let xi = node.inputs[0].index();
-            let x = value(xi);
-            let xs = &plan.shapes[xi];
-            match &mut exec[i] {
-                Exec::Gemm(layer, p) => {
-                    if p.weight_trainable {
-                        layer.packed.pack(weights(&params[p.weight]));
-                    }
-                    if p.weight_trainable || p.bias_trainable {
-                        let bias = p.bias.map(|b| bias_codes(&params[b]));
-                        let zp = layer.zp_in;
-                        layer.corr.update(&layer.packed, zp, bias);
-                    }
-                    let m = match &layer.rows {
-                        Rows::Conv(g) => n * g.ho * g.wo,
-                        Rows::Dense { .. } => n,
-                    };
-                    layer.run(tok, x, m, &mut y, gemm_scratch);
+    fn refresh(
+        &self,
+        _info: NodeInfo<'_>,
+        state: &mut Exec,
+        params: &[QParam],
+        _scratch: &mut Scratches,
+    ) {
+        match state {
+            Exec::Gemm(layer, p) => {
+                if p.weight_trainable {
+                    layer.packed.pack(weights(&params[p.weight]));
                 }
-                Exec::Depthwise(layer, p) => {
-                    if p.weight_trainable {
-                        layer.pack(weights(&params[p.weight]));
-                    }
-                    if p.bias_trainable {
-                        layer.set_bias(p.bias.map(|b| bias_codes(&params[b])));
-                    }
-                    layer.run(tok, x, n, &mut y, dw_scratch);
-                }
-                Exec::Add(q) => tok.add(x, value(node.inputs[1].index()), *q, &mut y),
-                Exec::Reference => {
-                    let second = node.inputs.get(1).map_or(&[][..], |v| value(v.index()));
-                    reference(
-                        node,
-                        &plan.nodes[i],
-                        params,
-                        second,
-                        x,
-                        xs,
-                        &plan.shapes[i + 1],
-                        n,
-                        &mut y,
-                    )?
+                if p.weight_trainable || p.bias_trainable {
+                    let bias = p.bias.map(|b| bias_codes(&params[b]));
+                    let zp = layer.zp_in;
+                    layer.corr.update(&layer.packed, zp, bias);
                 }
             }
-            values[i + 1] = y;
+            Exec::Depthwise(layer, p) => {
+                if p.weight_trainable {
+                    layer.pack(weights(&params[p.weight]));
+                }
+                if p.bias_trainable {
+                    layer.set_bias(p.bias.map(|b| bias_codes(&params[b])));
+                }
+            }
+            Exec::Reference => {}
         }
-        Ok(())
+    }
+
+    fn conv2d(&self, state: &mut Exec, scratch: &mut Scratches, a: &ConvArgs<'_>, y: &mut [i8]) {
+        match state {
+            Exec::Gemm(layer, _) => {
+                let m = match &layer.rows {
+                    Rows::Conv(g) => a.n * g.ho * g.wo,
+                    Rows::Dense { .. } => a.n,
+                };
+                layer.run(self.tok, a.x, m, y, &mut scratch.gemm);
+            }
+            Exec::Depthwise(layer, _) => layer.run(self.tok, a.x, a.n, y, &mut scratch.dw),
+            Exec::Reference => a.reference(y),
+        }
+    }
+
+    fn linear(&self, state: &mut Exec, scratch: &mut Scratches, a: &LinearArgs<'_>, y: &mut [i8]) {
+        match state {
+            Exec::Gemm(layer, _) => layer.run(self.tok, a.x, a.n, y, &mut scratch.gemm),
+            _ => a.reference(y),
+        }
+    }
+
+    fn add(
+        &self,
+        _state: &mut Exec,
+        _scratch: &mut Scratches,
+        q: AddQuant,
+        a: &[i8],
+        b: &[i8],
+        y: &mut [i8],
+    ) {
+        let m = |q: lastmile_core::quant::QuantMultiplier| (q.multiplier, q.shift);
+        let consts = AddConsts {
+            zp_a: q.zp_a,
+            zp_b: q.zp_b,
+            m_a: m(q.mult_a),
+            m_b: m(q.mult_b),
+            m_o: m(q.mult_out),
+            zp_o: q.zp_out,
+            lo: q.lo,
+            hi: q.hi,
+        };
+        self.tok.add(a, b, consts, y);
     }
 }
 
@@ -327,114 +295,5 @@ fn gemm_layer(
         packed,
         corr,
         requant,
-    }
-}
-
-/// The reference kernel for a node this backend does not accelerate.
-#[allow(clippy::too_many_arguments)]
-fn reference(
-    node: &lastmile_core::graph::Node,
-    plan: &NodePlan,
-    params: &[QParam],
-    second: &[i8],
-    x: &[i8],
-    xs: &[usize],
-    out_shape: &[usize],
-    n: usize,
-    y: &mut [i8],
-) -> Result<(), BackendError> {
-    match (&node.op, plan) {
-        (
-            Op::Conv2d(c),
-            NodePlan::Dot {
-                multipliers,
-                zp_in,
-                zp_out,
-                lo,
-                hi,
-                ..
-            },
-        ) => {
-            let q = DotQuant {
-                multipliers,
-                zp_in: *zp_in,
-                zp_out: *zp_out,
-                lo: *lo,
-                hi: *hi,
-            };
-            let w = &params[c.weight.index()];
-            let bias = c.bias.map(|b| bias_codes(&params[b.index()]));
-            kernels::conv2d(
-                c,
-                q,
-                x,
-                xs,
-                weights(w),
-                &w.spec.shape,
-                bias,
-                out_shape,
-                n,
-                y,
-            );
-        }
-        (
-            Op::Add { .. },
-            NodePlan::Add {
-                mult_a,
-                mult_b,
-                mult_out,
-                zp_a,
-                zp_b,
-                zp_out,
-                lo,
-                hi,
-            },
-        ) => {
-            let q = AddQuant {
-                mult_a: *mult_a,
-                mult_b: *mult_b,
-                mult_out: *mult_out,
-                zp_a: *zp_a,
-                zp_b: *zp_b,
-                zp_out: *zp_out,
-                lo: *lo,
-                hi: *hi,
-            };
-            kernels::add(q, x, second, y);
-        }
-        (Op::MaxPool(p), _) => kernels::pool2d(p, x, xs, out_shape, n, true, y),
-        (Op::AvgPool(p), _) => kernels::pool2d(p, x, xs, out_shape, n, false, y),
-        (Op::GlobalAvgPool, _) => kernels::global_avg_pool(x, xs, n, y),
-        (Op::Flatten, _) => y.copy_from_slice(x),
-        (op, _) => {
-            return Err(BackendError::Unsupported(format!(
-                "node '{}': {:?}",
-                node.name,
-                op.kind()
-            )));
-        }
-    }
-    Ok(())
-}
-
-impl PreparedModel for Prepared {
-    fn forward(
-        &mut self,
-        params: &[QParam],
-        input: &[i8],
-        n: usize,
-        output: &mut Vec<i8>,
-    ) -> Result<(), BackendError> {
-        self.run(params, input, n)?;
-        // Hand the output buffer over instead of copying it; the caller's old buffer is
-        // reused as the last value's storage next time.
-        if let Some(last) = self.values.last_mut() {
-            core::mem::swap(output, last);
-        }
-        Ok(())
-    }
-
-    fn output_shape(&self) -> &[usize] {
-        self.plan.output_shape()
     }
 }

@@ -11,6 +11,8 @@ mod neon;
 
 use crate::Tier;
 
+pub(crate) use neon::AddConsts;
+
 /// Granularity of the packed reduction axis: every kernel consumes K in steps of 16 bytes
 /// (`i8mm` in two 8-byte halves).
 pub(crate) const K_ALIGN: usize = 16;
@@ -173,4 +175,64 @@ pub(crate) fn depthwise_w16(
             acc.as_mut_ptr(),
         )
     }
+}
+
+/// The residual add on the first `len / 8 · 8` elements of `out` (the caller finishes the
+/// tail with the reference). Returns how many elements it wrote: 0 when the constants
+/// break the kernel's `i32` bound on the rescaled inputs (never for a derived plan), so the
+/// caller runs the reference on everything.
+pub(crate) fn add(a: &[i8], b: &[i8], q: AddConsts, out: &mut [i8]) -> usize {
+    const _: () = assert!(lastmile_core::quant::ADD_LEFT_SHIFT == 20);
+    let len = out.len();
+    assert!(a.len() >= len && b.len() >= len, "add: short input");
+    for m in [q.m_a, q.m_b, q.m_o] {
+        if !(1..=62).contains(&m.1) {
+            return 0;
+        }
+    }
+    // |M(v)| is largest at |v| = 255·2^20 (M is monotone): the kernel's sum must fit i32.
+    let bound = |(multiplier, shift): (i32, u32)| {
+        let m = lastmile_core::quant::QuantMultiplier { multiplier, shift };
+        let v = 255i64 << 20;
+        m.apply(v).abs().max(m.apply(-v).abs())
+    };
+    if bound(q.m_a) + bound(q.m_b) > i32::MAX as i64 || q.m_a.0 < 0 || q.m_b.0 < 0 {
+        return 0;
+    }
+    assert!((-128..=127).contains(&q.zp_a) && (-128..=127).contains(&q.zp_b));
+    let main = len / 8 * 8;
+    // SAFETY: NEON is baseline on aarch64; `main ≤ len` is a multiple of 8 and within all
+    // three slices (asserted above); shifts are in 1..=62 and the i32 bound holds (checked).
+    unsafe { neon::add(main, a.as_ptr(), b.as_ptr(), q, out.as_mut_ptr()) };
+    main
+}
+
+/// Checks that every `o + c16` is within `len`.
+fn check_offsets(offs: &[usize], c16: usize, len: usize) {
+    assert!(c16.is_multiple_of(16));
+    for &o in offs {
+        assert!(
+            o.checked_add(c16).is_some_and(|e| e <= len),
+            "tap out of bounds"
+        );
+    }
+}
+
+/// `out[c] = max(i8::MIN, max_(o ∈ offs) x[o + c])` for `c < c16` (a multiple of 16).
+pub(crate) fn max_taps(x: &[i8], offs: &[usize], c16: usize, out: &mut [i8]) {
+    check_offsets(offs, c16, x.len());
+    assert!(out.len() >= c16);
+    // SAFETY: NEON is baseline on aarch64; every load `x[o + c .. o + c + 16]` with
+    // `c + 16 ≤ c16` is in bounds (checked above), as is every store `out[c .. c + 16]`.
+    unsafe { neon::max_taps(x.as_ptr(), offs, c16, out.as_mut_ptr()) }
+}
+
+/// `acc[c] = Σ_(o ∈ offs) x[o + c]` exactly, for `c < c16` (a multiple of 16).
+pub(crate) fn sum_taps(x: &[i8], offs: &[usize], c16: usize, acc: &mut [i32]) {
+    check_offsets(offs, c16, x.len());
+    assert!(acc.len() >= c16);
+    assert!(offs.len() < 1 << 24, "too many taps for i32 sums");
+    // SAFETY: NEON is baseline on aarch64; every load `x[o + c .. o + c + 16]` with
+    // `c + 16 ≤ c16` is in bounds (checked above), as is every store `acc[c .. c + 16]`.
+    unsafe { neon::sum_taps(x.as_ptr(), offs, c16, acc.as_mut_ptr()) }
 }
