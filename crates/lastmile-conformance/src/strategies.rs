@@ -64,6 +64,11 @@ pub enum Regime {
     Saturating,
     /// `r ≈ 2^−20`: outputs sit at the zero point, rounding of tiny values.
     Tiny,
+    /// `r` an exact power of two (`s_out = s_in`, `s_w = 2^−j`), so odd accumulators land
+    /// exactly on .5 (and .25, .75): catches a backend rounding ties the wrong way
+    /// (half-down, half-even, or half-away-from-zero on negatives), which random scales
+    /// almost never exercise.
+    Ties,
 }
 
 /// How biases are chosen.
@@ -127,6 +132,7 @@ fn regime() -> impl Strategy<Value = Regime> {
         6 => Just(Regime::Typical),
         2 => Just(Regime::Saturating),
         1 => Just(Regime::Tiny),
+        2 => Just(Regime::Ties),
     ]
 }
 
@@ -262,8 +268,24 @@ fn pick_r(rng: &mut TestRng, regime: Regime, typical_acc: f64) -> f64 {
         Regime::Typical => rng.random_range(-2.0..1.5),
         Regime::Saturating => rng.random_range(3.0..10.0),
         Regime::Tiny => return R_MIN * rng.random_range(1.0..4.0),
+        // A power of two near the typical multiplier (R_MIN and R_MAX are powers of two).
+        Regime::Ties => {
+            return (base.log2().floor() + rng.random_range(-2..=0) as f64)
+                .exp2()
+                .clamp(R_MIN, R_MAX);
+        }
     };
     (base * e.exp2()).clamp(R_MIN, R_MAX)
+}
+
+/// In the [`Regime::Ties`] regime the output scale equals the input scale, so that
+/// `s_in·s_w/s_out = s_w` is computed exactly and a power-of-two `s_w` gives `M = 2^30`.
+fn ties_output(regime: Regime, s_in: f32, out: ActQuant) -> ActQuant {
+    if regime == Regime::Ties {
+        act_quant(s_in, out.zero_point)
+    } else {
+        out
+    }
 }
 
 /// Weight codes, per-channel scales and bias codes of a conv/linear node.
@@ -292,8 +314,14 @@ fn dot_params(
     let r0 = pick_r(rng, regime, typical_acc);
     let scales = (0..c_out)
         .map(|_| {
-            // Per-channel spread over a factor 4, still inside [R_MIN, R_MAX].
-            let r = (r0 * rng.random_range(-1.0f64..1.0).exp2()).clamp(R_MIN, R_MAX);
+            // Per-channel spread over a factor 4, still inside [R_MIN, R_MAX]; for ties,
+            // by whole powers of two so every channel's multiplier stays exact.
+            let spread = if regime == Regime::Ties {
+                rng.random_range(-1i32..=0) as f64
+            } else {
+                rng.random_range(-1.0f64..1.0)
+            };
+            let r = (r0 * spread.exp2()).clamp(R_MIN, R_MAX);
             (r * s_out as f64 / s_in as f64) as f32
         })
         .collect();
@@ -429,6 +457,7 @@ impl Builder {
         let cpg = cin / g.groups;
         let k = g.kernel[0] * g.kernel[1] * cpg;
         let s_in = self.quant(input).scale;
+        let out = ties_output(regime, s_in, out);
         let dp = dot_params(
             rng, self.bits, g.cout, k, k, x_typ, w_fill, regime, bias, s_in, out.scale,
         );
@@ -478,6 +507,7 @@ impl Builder {
     ) -> ValueId {
         let f = self.shape(input)[0];
         let s_in = self.quant(input).scale;
+        let out = ties_output(regime, s_in, out);
         let dp = dot_params(
             rng,
             self.bits,
