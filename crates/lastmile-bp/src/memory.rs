@@ -28,6 +28,12 @@ pub struct MemoryBreakdown {
     pub activations_saved: usize,
     /// Which values (0 = input, `i + 1` = node `i`) are counted in `activations_saved`.
     pub saved_values: Vec<usize>,
+    /// Values alive only during the forward pass, at their peak: the forward pass keeps
+    /// every saved value produced so far plus the unsaved values still to be read (freed
+    /// after their last reader, as in inference); this is that peak minus
+    /// `activations_saved`. With only the head trainable (LP) it is the frozen backbone's
+    /// transient activations; with FT, where every value is saved, it is 0.
+    pub activations_transient: usize,
     /// Trainable parameter count (elements).
     pub trainable_params: usize,
     /// Batch size the estimate is for.
@@ -37,7 +43,11 @@ pub struct MemoryBreakdown {
 impl MemoryBreakdown {
     /// Sum of all byte counts.
     pub fn total(&self) -> usize {
-        self.weights + self.gradients + self.optimizer_state + self.activations_saved
+        self.weights
+            + self.gradients
+            + self.optimizer_state
+            + self.activations_saved
+            + self.activations_transient
     }
 }
 
@@ -85,12 +95,36 @@ pub fn step_memory_estimate(
         .sum::<usize>()
         * batch
         * F32;
+    // The forward pass: value v is alive from its node until its last reader, or until the
+    // backward pass if saved (the output counts as read after the last node).
+    let n = model.topology.nodes.len();
+    let size = |v: usize| shapes[v].iter().product::<usize>();
+    let mut last_use = vec![0usize; n + 1];
+    for (i, node) in model.topology.nodes.iter().enumerate() {
+        for v in &node.inputs {
+            last_use[v.index()] = last_use[v.index()].max(i);
+        }
+    }
+    last_use[n] = n;
+    let mut live = size(0);
+    let mut peak = live;
+    for i in 0..n {
+        live += size(i + 1);
+        peak = peak.max(live);
+        for (v, (&last, &kept)) in last_use.iter().zip(&saved).enumerate().take(i + 1) {
+            if last == i && !kept {
+                live -= size(v);
+            }
+        }
+    }
+    let activations_transient = (peak * batch * F32).saturating_sub(activations_saved);
     Ok(MemoryBreakdown {
         weights,
         gradients: trainable * F32,
         optimizer_state: trainable * F32 * optimizer.state_per_param(),
         activations_saved,
         saved_values,
+        activations_transient,
         trainable_params: trainable,
         batch,
     })

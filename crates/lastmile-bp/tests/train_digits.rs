@@ -221,12 +221,22 @@ fn memory_estimate_of_digits_cnn() {
     assert_eq!(ft.weights, 3818 * 4);
     assert_eq!(ft.gradients, 3818 * 4);
     assert_eq!(ft.optimizer_state, 2 * 3818 * 4);
+    assert_eq!(ft.activations_transient, 0, "FT saves every value");
     assert_eq!(ft.total(), 3818 * 16 + 1098 * 128);
 
     Scope::Head.apply(&mut m);
     let lp = step_memory_estimate(&m, 32, &Optimizer::sgd_momentum(0.9)).unwrap();
     assert_eq!(lp.saved_values, vec![3, 4]);
     assert_eq!(lp.activations_saved, (256 + 10) * 32 * 4);
+    // The frozen backbone still runs forward: its peak is conv1's output (512) and conv2's
+    // (256) alive together while conv2 runs; 768 − 266 saved floats per sample on top.
+    assert_eq!(lp.activations_transient, (512 + 256 - 266) * 32 * 4);
+    assert_eq!(
+        lp.total(),
+        3818 * 4 + 2570 * 8 + 768 * 32 * 4,
+        "weights + grads + momentum + the forward peak"
+    );
+    assert!(lp.total() < ft.total());
     assert_eq!(lp.gradients, 2570 * 4);
     assert_eq!(lp.optimizer_state, 2570 * 4);
     let plain = step_memory_estimate(&m, 32, &Optimizer::sgd()).unwrap();

@@ -1,7 +1,7 @@
 //! `lastmile adapt`: QZO-FF fixed-point forward-gradient adaptation on any backend,
 //! with atomic checkpoints and bit-identical resume.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -10,7 +10,7 @@ use lastmile_core::QuantModel;
 use lastmile_core::format::AnyModel;
 use lastmile_core::model::ParamRole;
 use lastmile_data::{Corruption, Dataset};
-use lastmile_train::{Distribution, Estimator, Rounding, StepConfig, Trainer};
+use lastmile_train::{Distribution, Estimator, MomentumConfig, Rounding, StepConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::pick_backend;
@@ -19,13 +19,54 @@ use crate::{JsonFlag, SplitArg, Ui};
 
 /// Metadata key holding the training state of a checkpoint.
 pub const STATE_KEY: &str = "train.state";
+/// Metadata key holding the momentum buffer of a checkpoint (momentum-guided sampling):
+/// lowercase hex of the little-endian `i16` codes, in the trainer's element order.
+pub const MOMENTUM_KEY: &str = "train.momentum";
 
-/// Arguments of `lastmile adapt`.
+/// `i16` codes as lowercase hex of their little-endian bytes.
+fn momentum_to_hex(state: &[i16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(state.len() * 4);
+    for v in state {
+        for b in v.to_le_bytes() {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+    s
+}
+
+/// The inverse of [`momentum_to_hex`].
+fn momentum_from_hex(s: &str) -> Result<Vec<i16>, String> {
+    if !s.len().is_multiple_of(4) || !s.is_ascii() {
+        return Err(format!(
+            "{} characters is not a whole number of codes",
+            s.len()
+        ));
+    }
+    (0..s.len() / 4)
+        .map(|i| {
+            let b = |j: usize| u8::from_str_radix(&s[i * 4 + j..i * 4 + j + 2], 16);
+            match (b(0), b(2)) {
+                (Ok(lo), Ok(hi)) => Ok(i16::from_le_bytes([lo, hi])),
+                _ => Err(format!("code {i} is not hex")),
+            }
+        })
+        .collect()
+}
+
+/// Arguments of `lastmile adapt`. Every option can also come from `--config FILE`
+/// (flags given here override the file); the defaults apply when neither sets one.
 #[derive(Debug, Args)]
 pub struct AdaptArgs {
-    /// Quantized model to adapt (from `lastmile quantize`).
+    /// Read settings from a TOML (or, with a .json name, JSON) file whose keys are the long
+    /// option names (`steps = 300`, `corrupt = "rotate@3"`, `kernel-norm = true`); flags on the
+    /// command line override it; paths in it are relative to the file.
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Quantized model to adapt (from `lastmile quantize`) [required, here or in --config].
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
     /// Dataset: digits, mnist, fashion-mnist [default: the model's dataset].
     #[arg(long, value_name = "NAME")]
     pub data: Option<String>,
@@ -33,46 +74,47 @@ pub struct AdaptArgs {
     /// gaussian-noise, blur, contrast, rotate, shift, brightness, invert. E.g. rotate@3.
     #[arg(long, value_name = "NAME@S", value_parser = parse_corruption)]
     pub corrupt: Option<(Corruption, u8)>,
-    /// Split to adapt on.
-    #[arg(long, value_enum, default_value = "train")]
-    pub split: SplitArg,
-    /// Split to measure accuracy on.
-    #[arg(long, value_enum, default_value = "test")]
-    pub eval_split: SplitArg,
+    /// Split to adapt on [default: train].
+    #[arg(long, value_enum)]
+    pub split: Option<SplitArg>,
+    /// Split to measure accuracy on [default: test].
+    #[arg(long, value_enum)]
+    pub eval_split: Option<SplitArg>,
     /// Use only the first N adaptation samples (few-shot budgets).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Backend running the forward calls (see `lastmile backends`) [default: the best available].
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
-    /// Training steps.
-    #[arg(long, default_value_t = 300)]
-    pub steps: u64,
-    /// Samples per step.
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    /// Perturbations averaged per step (m): each costs two forward calls.
-    #[arg(long, default_value_t = 3)]
-    pub draws: u32,
-    /// Gradient estimator.
-    #[arg(long, value_enum, default_value = "sign-spsa")]
-    pub estimator: EstimatorArg,
-    /// Distribution of the perturbation z.
-    #[arg(long, value_enum, default_value = "gaussian")]
-    pub dist: DistArg,
-    /// Perturbation size ε: weight LSBs (e.g. 64) or percent of the largest weight code (e.g. 1.5%).
-    #[arg(long, default_value = "1%", value_parser = parse_amount)]
-    pub epsilon: Amount,
+    /// Training steps [default: 300].
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Samples per step [default: 32].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    /// Perturbations averaged per step (m): each costs two forward calls [default: 3].
+    #[arg(long, value_name = "M")]
+    pub draws: Option<u32>,
+    /// Gradient estimator [default: sign-spsa].
+    #[arg(long, value_enum)]
+    pub estimator: Option<EstimatorArg>,
+    /// Distribution of the perturbation z [default: gaussian].
+    #[arg(long, value_enum)]
+    pub dist: Option<DistArg>,
+    /// Perturbation size ε: weight LSBs (e.g. 64) or percent of the largest weight code
+    /// (e.g. 1.5%) [default: 1%].
+    #[arg(long, value_parser = parse_amount)]
+    pub epsilon: Option<Amount>,
     /// Learning rate: expected update in weight LSBs per step (e.g. 2000) or percent of the
-    /// largest weight code (e.g. 0.3%).
-    #[arg(long, default_value = "0.3%", value_parser = parse_amount)]
-    pub lr: Amount,
-    /// Learning-rate schedule over the run.
-    #[arg(long, value_enum, default_value = "constant")]
-    pub schedule: ScheduleArg,
-    /// Rounding of fixed-point updates to whole LSBs.
-    #[arg(long, value_enum, default_value = "nearest")]
-    pub rounding: RoundingArg,
+    /// largest weight code (e.g. 0.3%) [default: 0.3%].
+    #[arg(long, value_parser = parse_amount)]
+    pub lr: Option<Amount>,
+    /// Learning-rate schedule over the run [default: constant].
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Rounding of fixed-point updates to whole LSBs [default: nearest].
+    #[arg(long, value_enum)]
+    pub rounding: Option<RoundingArg>,
     /// Sharpness-aware perturbation: ascend RHO (LSBs or %) before estimating (doubles the forwards).
     #[arg(long, value_parser = parse_amount)]
     pub sharpness: Option<Amount>,
@@ -86,39 +128,319 @@ pub struct AdaptArgs {
     /// magnitude (0-1].
     #[arg(long, value_name = "F")]
     pub sparse_magnitude: Option<f64>,
-    /// What to train: head (last conv/linear layer), all, bias, or a comma list of layer names.
-    #[arg(long, default_value = "keep")]
-    pub trainable: String,
-    /// Seed of the perturbations and the data order.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Measure accuracy every N steps (and at the start and end).
-    #[arg(long, default_value_t = 100)]
-    pub eval_every: u64,
+    /// Momentum-guided sampling: draw z partly along a running momentum (decay BETA in (0,1))
+    /// of past update directions. Costs 2 bytes per trainable weight; kept in checkpoints.
+    #[arg(long, value_name = "BETA")]
+    pub momentum: Option<f64>,
+    /// Fraction of z's energy along the momentum, in [0,1) [default: 0.25; needs --momentum].
+    #[arg(long, value_name = "F")]
+    pub momentum_mix: Option<f64>,
+    /// What to train: head (last conv/linear layer), all, bias, or a comma list of layer names
+    /// [default: keep, the model's own trainable flags].
+    #[arg(long, value_name = "SCOPE")]
+    pub trainable: Option<String>,
+    /// Seed of the perturbations and the data order [default: 0].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Measure accuracy every N steps (and at the start and end) [default: 100].
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
     /// Write the adapted model here.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Checkpoint file, written atomically every --checkpoint-every steps.
     #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Steps between checkpoints.
-    #[arg(long, default_value_t = 50)]
-    pub checkpoint_every: u64,
+    /// Steps between checkpoints [default: 50].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
     /// Continue from --checkpoint; the result is bit-identical to an uninterrupted run.
-    #[arg(long, requires = "checkpoint")]
+    #[arg(long)]
     pub resume: bool,
     /// Stop after this many steps in this invocation (time-boxed sessions on a device);
-    /// the checkpoint records where, and --resume continues.
-    #[arg(long, value_name = "N", requires = "checkpoint")]
+    /// the checkpoint records where, and --resume continues. Needs --checkpoint.
+    #[arg(long, value_name = "N")]
     pub stop_after: Option<u64>,
     /// Guard: at each evaluation, if the loss exceeds F × the best seen, roll the weights back
     /// to the best evaluated point (costs one copy of the model in memory; not kept in
-    /// checkpoints, so a resumed run starts the guard afresh).
+    /// checkpoints, so a resumed run starts the guard afresh; the momentum restarts from zero).
     #[arg(long, value_name = "F")]
     pub rollback: Option<f64>,
     #[command(flatten)]
     pub json: JsonFlag,
 }
+
+/// The settings of a run: command line over `--config` over defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    model: PathBuf,
+    data: Option<String>,
+    corrupt: Option<(Corruption, u8)>,
+    split: SplitArg,
+    eval_split: SplitArg,
+    limit: Option<usize>,
+    backend: Option<String>,
+    steps: u64,
+    batch: usize,
+    draws: u32,
+    estimator: EstimatorArg,
+    dist: DistArg,
+    epsilon: Amount,
+    lr: Amount,
+    schedule: ScheduleArg,
+    rounding: RoundingArg,
+    sharpness: Option<Amount>,
+    kernel_norm: bool,
+    sparse_channels: Option<f64>,
+    sparse_magnitude: Option<f64>,
+    momentum: Option<MomentumConfig>,
+    trainable: String,
+    seed: u64,
+    eval_every: u64,
+    output: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    checkpoint_every: u64,
+    resume: bool,
+    stop_after: Option<u64>,
+    rollback: Option<f64>,
+    json: bool,
+}
+
+/// The keys a `--config` file may hold (the long option names).
+pub const CONFIG_KEYS: [&str; 32] = [
+    "model",
+    "data",
+    "corrupt",
+    "split",
+    "eval-split",
+    "limit",
+    "backend",
+    "steps",
+    "batch",
+    "draws",
+    "estimator",
+    "dist",
+    "epsilon",
+    "lr",
+    "schedule",
+    "rounding",
+    "sharpness",
+    "kernel-norm",
+    "sparse-channels",
+    "sparse-magnitude",
+    "momentum",
+    "momentum-mix",
+    "trainable",
+    "seed",
+    "eval-every",
+    "output",
+    "checkpoint",
+    "checkpoint-every",
+    "resume",
+    "stop-after",
+    "rollback",
+    "json",
+];
+
+/// A parsed `--config` file: key → JSON value (TOML is converted).
+struct ConfigFile {
+    path: PathBuf,
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConfigFile {
+    fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow!(
+                "cannot read config '{}': {}",
+                path.display(),
+                util::io_msg(&e)
+            )
+        })?;
+        let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .with_context(|| format!("config '{}' is not valid JSON", path.display()))?
+        } else {
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("config '{}' is not valid TOML", path.display()))?;
+            serde_json::to_value(table)?
+        };
+        let serde_json::Value::Object(values) = value else {
+            bail!(
+                "config '{}' must be a table of settings (key = value)",
+                path.display()
+            );
+        };
+        for key in values.keys() {
+            if !CONFIG_KEYS.contains(&key.as_str()) {
+                bail!(
+                    "config '{}': unknown key '{key}'; valid keys: {}",
+                    path.display(),
+                    CONFIG_KEYS.join(", ")
+                );
+            }
+        }
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            values,
+        })
+    }
+
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("config '{}': key '{key}': {msg}", self.path.display())
+    }
+
+    fn raw(&self, key: &str) -> Option<&serde_json::Value> {
+        self.values.get(key)
+    }
+
+    /// A typed value (numbers, booleans, strings).
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.raw(key)
+            .map(|v| serde_json::from_value(v.clone()).map_err(|e| self.err(key, e)))
+            .transpose()
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        self.get::<String>(key)
+    }
+
+    /// A value parsed like its command-line flag.
+    fn parsed<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => parse(s).map(Some).map_err(|e| self.err(key, e)),
+            Some(serde_json::Value::Number(n)) => parse(&n.to_string())
+                .map(Some)
+                .map_err(|e| self.err(key, e)),
+            Some(v) => Err(self.err(key, format!("expected a string, found {v}"))),
+        }
+    }
+
+    fn choice<T: ValueEnum>(&self, key: &str) -> Result<Option<T>> {
+        self.parsed(key, |s| {
+            T::from_str(s, false).map_err(|_| {
+                let valid: Vec<String> = T::value_variants()
+                    .iter()
+                    .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+                    .collect();
+                format!("'{s}' is not one of {}", valid.join(", "))
+            })
+        })
+    }
+
+    /// A path, relative to the config file's directory.
+    fn path(&self, key: &str) -> Result<Option<PathBuf>> {
+        Ok(self.string(key)?.map(|p| {
+            let p = PathBuf::from(p);
+            match self.path.parent() {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p,
+            }
+        }))
+    }
+}
+
+impl AdaptArgs {
+    /// Merges the command line over `--config` over the defaults.
+    pub fn resolve(&self) -> Result<Settings> {
+        let file = self.config.as_deref().map(ConfigFile::load).transpose()?;
+        let f = file.as_ref();
+        macro_rules! pick {
+            ($cli:expr, $file:expr) => {
+                match $cli.clone() {
+                    Some(v) => Some(v),
+                    None => match f {
+                        Some(f) => $file(f)?,
+                        None => None,
+                    },
+                }
+            };
+        }
+        let get_u64 = |k: &'static str| move |f: &ConfigFile| f.get::<u64>(k);
+        let flag = |cli: bool, k: &str| -> Result<bool> {
+            Ok(cli
+                || f.map(|f| f.get::<bool>(k))
+                    .transpose()?
+                    .flatten()
+                    .unwrap_or(false))
+        };
+        let model = pick!(self.model, |f: &ConfigFile| f.path("model")).context(
+            "--model is required (on the command line or as `model = \"FILE\"` in --config)",
+        )?;
+        let momentum_beta: Option<f64> = pick!(self.momentum, |f: &ConfigFile| f.get("momentum"));
+        let momentum_mix: Option<f64> =
+            pick!(self.momentum_mix, |f: &ConfigFile| f.get("momentum-mix"));
+        let momentum = match (momentum_beta, momentum_mix) {
+            (Some(beta), mix) => Some(MomentumConfig {
+                beta,
+                mix: mix.unwrap_or(DEFAULT_MOMENTUM_MIX),
+            }),
+            (None, Some(_)) => bail!("--momentum-mix needs --momentum BETA"),
+            (None, None) => None,
+        };
+        if let Some(m) = &momentum {
+            m.check()
+                .map_err(|e| anyhow!("--momentum/--momentum-mix: {e}"))?;
+        }
+        let s = Settings {
+            model,
+            data: pick!(self.data, |f: &ConfigFile| f.string("data")),
+            corrupt: pick!(self.corrupt, |f: &ConfigFile| f
+                .parsed("corrupt", parse_corruption)),
+            split: pick!(self.split, |f: &ConfigFile| f.choice("split")).unwrap_or(SplitArg::Train),
+            eval_split: pick!(self.eval_split, |f: &ConfigFile| f.choice("eval-split"))
+                .unwrap_or(SplitArg::Test),
+            limit: pick!(self.limit, |f: &ConfigFile| f.get("limit")),
+            backend: pick!(self.backend, |f: &ConfigFile| f.string("backend")),
+            steps: pick!(self.steps, get_u64("steps")).unwrap_or(300),
+            batch: pick!(self.batch, |f: &ConfigFile| f.get("batch")).unwrap_or(32),
+            draws: pick!(self.draws, |f: &ConfigFile| f.get("draws")).unwrap_or(3),
+            estimator: pick!(self.estimator, |f: &ConfigFile| f.choice("estimator"))
+                .unwrap_or(EstimatorArg::SignSpsa),
+            dist: pick!(self.dist, |f: &ConfigFile| f.choice("dist")).unwrap_or(DistArg::Gaussian),
+            epsilon: pick!(self.epsilon, |f: &ConfigFile| f
+                .parsed("epsilon", parse_amount))
+            .unwrap_or(Amount::Fraction(0.01)),
+            lr: pick!(self.lr, |f: &ConfigFile| f.parsed("lr", parse_amount))
+                .unwrap_or(Amount::Fraction(0.003)),
+            schedule: pick!(self.schedule, |f: &ConfigFile| f.choice("schedule"))
+                .unwrap_or(ScheduleArg::Constant),
+            rounding: pick!(self.rounding, |f: &ConfigFile| f.choice("rounding"))
+                .unwrap_or(RoundingArg::Nearest),
+            sharpness: pick!(self.sharpness, |f: &ConfigFile| f
+                .parsed("sharpness", parse_amount)),
+            kernel_norm: flag(self.kernel_norm, "kernel-norm")?,
+            sparse_channels: pick!(self.sparse_channels, |f: &ConfigFile| f
+                .get("sparse-channels")),
+            sparse_magnitude: pick!(self.sparse_magnitude, |f: &ConfigFile| f
+                .get("sparse-magnitude")),
+            momentum,
+            trainable: pick!(self.trainable, |f: &ConfigFile| f.string("trainable"))
+                .unwrap_or_else(|| "keep".into()),
+            seed: pick!(self.seed, get_u64("seed")).unwrap_or(0),
+            eval_every: pick!(self.eval_every, get_u64("eval-every")).unwrap_or(100),
+            output: pick!(self.output, |f: &ConfigFile| f.path("output")),
+            checkpoint: pick!(self.checkpoint, |f: &ConfigFile| f.path("checkpoint")),
+            checkpoint_every: pick!(self.checkpoint_every, get_u64("checkpoint-every"))
+                .unwrap_or(50),
+            resume: flag(self.resume, "resume")?,
+            stop_after: pick!(self.stop_after, get_u64("stop-after")),
+            rollback: pick!(self.rollback, |f: &ConfigFile| f.get("rollback")),
+            json: flag(self.json.json, "json")?,
+        };
+        if s.resume && s.checkpoint.is_none() {
+            bail!("--resume needs --checkpoint FILE");
+        }
+        if s.stop_after.is_some() && s.checkpoint.is_none() {
+            bail!("--stop-after needs --checkpoint FILE (to continue from with --resume)");
+        }
+        Ok(s)
+    }
+}
+
+/// Default `--momentum-mix`.
+pub const DEFAULT_MOMENTUM_MIX: f64 = 0.25;
 
 /// `--estimator`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -349,6 +671,11 @@ struct AdaptJson<'a> {
 
 /// `lastmile adapt`.
 pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
+    let args = &args.resolve()?;
+    let ui = Ui {
+        json: args.json,
+        progress: ui.progress && !args.json,
+    };
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -405,6 +732,7 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             magnitude_fraction: args.sparse_magnitude,
             seed: args.seed,
         },
+        momentum: args.momentum,
     };
     let mut state = RunState {
         step: 0,
@@ -452,6 +780,22 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
     }
     check_compatible(&model.topology.input_shape, &[trainer.classes()], &train)?;
     trainer.set_steps(state.step);
+    if args.resume && state.config.momentum.is_some() {
+        let hex = model.metadata.get(MOMENTUM_KEY).with_context(|| {
+            format!(
+                "cannot resume from '{}': it has no momentum buffer ('{MOMENTUM_KEY}')",
+                source.display()
+            )
+        })?;
+        momentum_from_hex(hex)
+            .and_then(|m| trainer.set_momentum_state(m))
+            .map_err(|e| {
+                anyhow!(
+                    "cannot resume from '{}': bad momentum buffer: {e}",
+                    source.display()
+                )
+            })?;
+    }
 
     let start = Instant::now();
     let (zero_acc, zero_loss) = measure(&mut trainer, &eval, q_in)?;
@@ -592,6 +936,10 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             let mut m = trainer.model();
             m.metadata
                 .insert(STATE_KEY.into(), serde_json::to_string(&state)?);
+            m.metadata.remove(MOMENTUM_KEY);
+            if let Some(mo) = trainer.momentum_state() {
+                m.metadata.insert(MOMENTUM_KEY.into(), momentum_to_hex(mo));
+            }
             util::save_quant_model(ck, &m)?;
         }
     }
@@ -599,6 +947,8 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let last = curve.last().map_or(zero_acc, |p| p.accuracy);
     let mut adapted = trainer.model();
+    adapted.metadata.remove(STATE_KEY);
+    adapted.metadata.remove(MOMENTUM_KEY);
     adapted.metadata.insert(
         "adapted".into(),
         format!(
@@ -675,6 +1025,9 @@ fn describe(c: &StepConfig) -> String {
     }
     if c.kernel_norm {
         s.push_str(" kernel-norm");
+    }
+    if let Some(m) = &c.momentum {
+        s.push_str(&format!(" momentum β={} mix={}", m.beta, m.mix));
     }
     if let Some(f) = c.sparsity.channel_fraction {
         s.push_str(&format!(" sparse-channels={f}"));

@@ -283,8 +283,12 @@ pub fn run(args: &DemoArgs, ui: Ui) -> Result<()> {
         measured_peak_bytes: bp_usage.peak,
         analytic_bytes: est.total(),
         analytic_note: format!(
-            "f32 weights {} B + gradients {} B + AdamW state {} B + saved activations {} B",
-            est.weights, est.gradients, est.optimizer_state, est.activations_saved
+            "f32 weights {} B + gradients {} B + AdamW state {} B + saved activations {} B + transient forward activations {} B",
+            est.weights,
+            est.gradients,
+            est.optimizer_state,
+            est.activations_saved,
+            est.activations_transient
         ),
     };
     say(

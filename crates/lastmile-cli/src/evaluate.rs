@@ -13,6 +13,7 @@ use clap::Args;
 use lastmile_core::format::AnyModel;
 use lastmile_core::{Backend, FloatModel, QuantModel, float_exec};
 use lastmile_data::Dataset;
+use lastmile_train::loss::cross_entropy_f32_row;
 use serde::Serialize;
 
 use crate::util::{self, check_compatible, images_f32, open_dataset, progress};
@@ -77,7 +78,8 @@ impl Score {
     }
 
     fn add_row(&mut self, logits: &[f32], label: usize) {
-        let (loss, arg) = cross_entropy(logits, label);
+        // The trainer's own loss, so `eval` and `adapt` score identically.
+        let (loss, arg) = cross_entropy_f32_row(logits, label);
         self.loss_sum += loss;
         self.correct += usize::from(arg == label);
         self.total += 1;
@@ -93,21 +95,6 @@ impl Score {
             self.loss()
         )
     }
-}
-
-/// Softmax cross-entropy of `logits` against `label` and the argmax (first of ties),
-/// `log Σ exp(z − max) + max − z_label` in `f64` with `libm`.
-pub fn cross_entropy(logits: &[f32], label: usize) -> (f64, usize) {
-    let mut arg = 0;
-    for (i, &z) in logits.iter().enumerate() {
-        if z > logits[arg] {
-            arg = i;
-        }
-    }
-    let m = f64::from(logits[arg]);
-    let sum: f64 = logits.iter().map(|&z| libm::exp(f64::from(z) - m)).sum();
-    let lse = m + libm::log(sum);
-    (lse - f64::from(logits[label]), arg)
 }
 
 /// Sample indices `0..min(limit, len)`.
@@ -317,18 +304,6 @@ pub fn run(args: &EvalArgs, ui: Ui) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cross_entropy_is_stable_and_correct() {
-        let (l, a) = cross_entropy(&[0.0, 0.0], 1);
-        assert!((l - std::f64::consts::LN_2).abs() < 1e-12);
-        assert_eq!(a, 0);
-        let (l, a) = cross_entropy(&[1000.0, 0.0, -1000.0], 0);
-        assert!(l.abs() < 1e-12, "{l}");
-        assert_eq!(a, 0);
-        let (l, _) = cross_entropy(&[1000.0, 0.0], 1);
-        assert!((l - 1000.0).abs() < 1e-9);
-    }
 
     #[test]
     fn score_summary_formats() {

@@ -9,7 +9,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::evaluate::cross_entropy;
+use lastmile_train::loss::cross_entropy_f32_row as cross_entropy;
 
 /// Accumulates `XᵀX` and `XᵀY` one sample at a time.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ fn format_msg(e: &format::FormatError) -> String {
 }
 
 /// An I/O error as the OS words it, without the ` (os error N)` suffix.
-fn io_msg(e: &std::io::Error) -> String {
+pub fn io_msg(e: &std::io::Error) -> String {
     let s = e.to_string();
     match s.rfind(" (os error ") {
         Some(i) if s.ends_with(')') => s[..i].to_string(),

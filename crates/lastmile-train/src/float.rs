@@ -57,6 +57,13 @@ impl FloatTrainer {
             location: "step configuration".into(),
             message: m.into(),
         })?;
+        if config.momentum.is_some() {
+            return Err(GraphError {
+                location: "step configuration".into(),
+                message: "momentum-guided sampling is implemented for the fixed-point trainer only"
+                    .into(),
+            });
+        }
         let classes = shapes.last().map_or(0, |s| s.iter().product());
         let mut slots = Vec::new();
         let mut offset = 0u64;
@@ -193,17 +200,8 @@ impl FloatTrainer {
     }
 }
 
-/// Mean softmax cross-entropy and correct count from float logits (`libm`, `f64`).
+/// Mean softmax cross-entropy and correct count from float logits (`libm`, `f64`):
+/// [`crate::loss::cross_entropy_f32`].
 pub fn float_cross_entropy(logits: &[f32], labels: &[u8], classes: usize) -> (f64, usize) {
-    let mut total = 0.0;
-    let mut correct = 0;
-    for (s, &label) in labels.iter().enumerate() {
-        let row = &logits[s * classes..(s + 1) * classes];
-        let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-        correct += (best == label as usize) as usize;
-        let max = row[best] as f64;
-        let lse = max + libm::log(row.iter().map(|&v| libm::exp(v as f64 - max)).sum::<f64>());
-        total += lse - row.get(label as usize).map_or(max, |&v| v as f64);
-    }
-    (total / labels.len().max(1) as f64, correct)
+    crate::loss::cross_entropy_f32(logits, labels, classes)
 }

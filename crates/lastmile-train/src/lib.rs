@@ -9,6 +9,7 @@
 //! * [`z`] — the portable counter-based perturbation generator.
 //! * [`perturb`] — in-place `±k·z` with bit-identical restore; the fused update.
 //! * [`step`] — one QZO-FF step (SPSA / sign-SPSA, m draws, sharpness-aware).
+//! * [`momentum`] — momentum-guided sampling (opt-in; the one extra buffer).
 //! * [`loss`] — softmax cross-entropy from dequantized logits (`libm`: identical everywhere).
 //! * [`split`] — frozen prefix (once per batch) / trainable suffix (2m times per step).
 //! * [`trainer`] — the loop over a prepared backend.
@@ -25,13 +26,15 @@ extern crate std;
 
 pub mod float;
 pub mod loss;
+pub mod momentum;
 pub mod perturb;
 pub mod split;
 pub mod step;
 pub mod trainer;
 pub mod z;
 
+pub use momentum::{Momentum, MomentumConfig};
 pub use perturb::{Rounding, Sparsity, TrainableLayout};
-pub use step::{Estimator, StepConfig, StepReport, qzo_step};
+pub use step::{Estimator, StepConfig, StepReport, qzo_step, qzo_step_guided};
 pub use trainer::Trainer;
 pub use z::Distribution;

@@ -39,9 +39,75 @@ pub fn cross_entropy(
     (total / n as f64, correct)
 }
 
+/// Softmax cross-entropy (natural log) of one row of float logits against `label`, and
+/// the row's argmax (ties go to the lower class): `log Σ exp(x − max) + max − x_label` in
+/// `f64` with `libm`. A label outside the row counts as the max logit (loss `log Σ`).
+pub fn cross_entropy_f32_row(row: &[f32], label: usize) -> (f64, usize) {
+    let mut best = 0usize;
+    for (c, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = c;
+        }
+    }
+    let Some(&top) = row.get(best) else {
+        return (0.0, 0);
+    };
+    let max = top as f64;
+    let lse = max + libm::log(row.iter().map(|&v| libm::exp(v as f64 - max)).sum::<f64>());
+    (lse - row.get(label).map_or(max, |&v| v as f64), best)
+}
+
+/// Mean softmax cross-entropy and correct top-1 count of `n × classes` float logits.
+pub fn cross_entropy_f32(logits: &[f32], labels: &[u8], classes: usize) -> (f64, usize) {
+    if labels.is_empty() || classes == 0 {
+        return (0.0, 0);
+    }
+    let mut total = 0.0;
+    let mut correct = 0;
+    for (s, &label) in labels.iter().enumerate() {
+        let (l, best) =
+            cross_entropy_f32_row(&logits[s * classes..(s + 1) * classes], label as usize);
+        total += l;
+        correct += (best == label as usize) as usize;
+    }
+    (total / labels.len() as f64, correct)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f32_rows_are_stable_and_correct() {
+        let (l, a) = cross_entropy_f32_row(&[0.0, 0.0], 1);
+        assert!((l - core::f64::consts::LN_2).abs() < 1e-12);
+        assert_eq!(a, 0);
+        let (l, a) = cross_entropy_f32_row(&[1000.0, 0.0, -1000.0], 0);
+        assert!(l.abs() < 1e-12, "{l}");
+        assert_eq!(a, 0);
+        let (l, _) = cross_entropy_f32_row(&[1000.0, 0.0], 1);
+        assert!((l - 1000.0).abs() < 1e-9);
+        let (l, c) = cross_entropy_f32(&[0.0, 5.0, 5.0, 0.0], &[1, 1], 2);
+        assert_eq!(c, 1);
+        assert!((l - 2.5).abs() < 0.01, "{l}");
+    }
+
+    #[test]
+    fn f32_and_quantized_losses_agree() {
+        let q = ActQuant {
+            scale: 0.1,
+            zero_point: 2,
+        };
+        let codes = [10i8, -20, 30, 0];
+        let f: alloc::vec::Vec<f32> = codes
+            .iter()
+            .map(|&c| (q.scale as f64 * (c as i32 - 2) as f64) as f32)
+            .collect();
+        let (a, ca) = cross_entropy(&codes, q, &[2, 0], 2);
+        let (b, cb) = cross_entropy_f32(&f, &[2, 0], 2);
+        assert_eq!(ca, cb);
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
 
     #[test]
     fn uniform_logits_give_ln_classes() {

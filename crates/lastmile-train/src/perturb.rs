@@ -271,11 +271,96 @@ fn set(data: &mut QData, i: usize, v: i64) {
     }
 }
 
-/// `δ = round(k·unit·z·gain / 2^(5+16))`, half up.
+/// `δ = round(k·unit·zq / 2^(5+16))`, half up, for `zq` = z in Q16 (z times its
+/// kernel-norm gain, or the momentum-guided mixture).
 #[inline]
-fn delta(k: i64, unit: i64, z: i32, gain: i64) -> i64 {
+fn delta(k: i64, unit: i64, zq: i64) -> i64 {
     let sh = Z_SHIFT + GAIN_SHIFT;
-    (k * unit * z as i64 * gain + (1 << (sh - 1))) >> sh
+    (k * unit * zq + (1 << (sh - 1))) >> sh
+}
+
+/// Largest |z| of a momentum-guided mixture, in Q16 (the clip of Gaussian codes, ±127).
+const GUIDED_CLIP: i64 = 127 << GAIN_SHIFT;
+
+/// Momentum-guided sampling, read-only for the duration of a step (see
+/// [`crate::momentum`]): each draw's z becomes
+/// `zq = clip(round((fresh·z·g + s_d·along·M_e·n_slot) / 2^15))`, where `M_e` is the
+/// momentum of element `e` (Q8 z-units), `n_slot` its tensor's Q16 normalization gain
+/// (RMS of the normalized momentum = 32, like z), and `s_d = ±1` a per-draw random sign.
+#[derive(Clone, Copy, Debug)]
+pub struct Guide<'a> {
+    /// Momentum per trainable element, in the global numbering of z (Q8 z-units).
+    pub state: &'a [i16],
+    /// Per slot: Q16 gain normalizing the momentum to RMS 32 (0 = no momentum yet: plain z).
+    pub gains: &'a [i64],
+    /// `√(1 − mix)` in Q15.
+    pub fresh: i64,
+    /// `√mix` in Q15.
+    pub along: i64,
+}
+
+impl Guide<'_> {
+    #[inline]
+    fn at(&self, slot: &Slot, i: usize) -> i16 {
+        self.state[slot.offset as usize + i]
+    }
+}
+
+/// The random sign `s_d` of draw `draw`'s momentum component (zero-mean z, as in guided ES).
+pub fn guide_sign(seed: u64, step: u64, draw: u32) -> i64 {
+    if mix(seed ^ 0x6d6f_6d65_6e74_756d, step, draw as u64) & 1 == 1 {
+        1
+    } else {
+        -1
+    }
+}
+
+/// One draw's effective z over one tensor, element by element, in Q16.
+struct SlotZ {
+    z: ZStream,
+    kernel: Vec<i64>,
+    per: usize,
+    /// `(fresh, s_d·along, normalization gain)` when the momentum mixes in.
+    mix: Option<(i64, i64, i64)>,
+}
+
+impl SlotZ {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        slot: &Slot,
+        si: usize,
+        seed: u64,
+        step: u64,
+        draw: u32,
+        dist: Distribution,
+        kernel_norm: bool,
+        guide: Option<&Guide<'_>>,
+    ) -> Self {
+        let mut kernel = Vec::new();
+        gains(slot, seed, step, draw, dist, kernel_norm, &mut kernel);
+        let mix = guide.and_then(|g| {
+            let n = g.gains[si];
+            (n != 0).then(|| (g.fresh, guide_sign(seed, step, draw) * g.along, n))
+        });
+        SlotZ {
+            z: ZStream::new(seed, step, draw, dist, slot.offset),
+            kernel,
+            per: slot.per_channel().max(1),
+            mix,
+        }
+    }
+
+    /// The next element's `zq` (`i` is its index in the tensor, `m` its momentum).
+    #[inline]
+    fn next(&mut self, i: usize, m: i16) -> i64 {
+        let f = self.z.next_z() as i64 * gain_at(&self.kernel, i / self.per);
+        match self.mix {
+            None => f,
+            Some((a, b, n)) => {
+                ((a * f + b * m as i64 * n + (1 << 14)) >> 15).clamp(-GUIDED_CLIP, GUIDED_CLIP)
+            }
+        }
+    }
 }
 
 /// `w ← sat(w + sign·δ)` for every trainable code; saturated originals go to `log`
@@ -288,28 +373,39 @@ pub fn perturb(
     sign: i64,
     log: &mut SatLog,
 ) -> usize {
+    perturb_guided(params, layout, key, None, k, sign, log)
+}
+
+/// [`perturb`] with momentum-guided z.
+pub fn perturb_guided(
+    params: &mut [QParam],
+    layout: &TrainableLayout,
+    key: DrawKey,
+    guide: Option<&Guide<'_>>,
+    k: i64,
+    sign: i64,
+    log: &mut SatLog,
+) -> usize {
     log.clear();
-    let mut g = Vec::new();
     for (si, slot) in layout.slots.iter().enumerate() {
-        gains(
+        let mut z = SlotZ::new(
             slot,
+            si,
             key.seed,
             key.step,
             key.draw,
             key.dist,
             key.kernel_norm,
-            &mut g,
+            guide,
         );
-        let per = slot.per_channel().max(1);
-        let mut z = ZStream::new(key.seed, key.step, key.draw, key.dist, slot.offset);
         let data = &mut params[slot.param].data;
         for i in 0..slot.len {
-            let zi = z.next_z();
+            let zq = z.next(i, guide.map_or(0, |g| g.at(slot, i)));
             if !slot.active(i) {
                 continue;
             }
             let w = get(data, i);
-            let v = w + sign * delta(k, slot.unit, zi, gain_at(&g, i / per));
+            let v = w + sign * delta(k, slot.unit, zq);
             if v.abs() > slot.bound {
                 log.entries.push((si as u32, i as u32, w as i32));
                 set(data, i, v.clamp(-slot.bound, slot.bound));
@@ -330,26 +426,37 @@ pub fn restore(
     sign: i64,
     log: &SatLog,
 ) {
-    let mut g = Vec::new();
-    for slot in &layout.slots {
-        gains(
+    restore_guided(params, layout, key, None, k, sign, log)
+}
+
+/// Undoes [`perturb_guided`] with the same arguments and its log: bit-identical.
+pub fn restore_guided(
+    params: &mut [QParam],
+    layout: &TrainableLayout,
+    key: DrawKey,
+    guide: Option<&Guide<'_>>,
+    k: i64,
+    sign: i64,
+    log: &SatLog,
+) {
+    for (si, slot) in layout.slots.iter().enumerate() {
+        let mut z = SlotZ::new(
             slot,
+            si,
             key.seed,
             key.step,
             key.draw,
             key.dist,
             key.kernel_norm,
-            &mut g,
+            guide,
         );
-        let per = slot.per_channel().max(1);
-        let mut z = ZStream::new(key.seed, key.step, key.draw, key.dist, slot.offset);
         let data = &mut params[slot.param].data;
         for i in 0..slot.len {
-            let zi = z.next_z();
+            let zq = z.next(i, guide.map_or(0, |g| g.at(slot, i)));
             if !slot.active(i) {
                 continue;
             }
-            let v = get(data, i) - sign * delta(k, slot.unit, zi, gain_at(&g, i / per));
+            let v = get(data, i) - sign * delta(k, slot.unit, zq);
             // Saturated entries are overwritten from the log below; clamp keeps the
             // intermediate in range meanwhile.
             set(data, i, v.clamp(-slot.bound, slot.bound));
@@ -391,11 +498,22 @@ pub struct UpdateStats {
 /// `coeffs` pairs a draw index with its Q16 coefficient `a_d`.
 /// The rounding noise (if stochastic) comes from draw [`ROUNDING_DRAW`] of `round_step`.
 /// With `log`, originals of saturated codes are recorded so [`revert_update`] is exact.
-#[allow(clippy::too_many_arguments)]
 pub fn apply_update(
     params: &mut [QParam],
     layout: &TrainableLayout,
     key: UpdateKey<'_>,
+    sign: i64,
+    log: Option<&mut SatLog>,
+) -> UpdateStats {
+    apply_update_guided(params, layout, key, None, sign, log)
+}
+
+/// [`apply_update`] with momentum-guided z.
+pub fn apply_update_guided(
+    params: &mut [QParam],
+    layout: &TrainableLayout,
+    key: UpdateKey<'_>,
+    guide: Option<&Guide<'_>>,
     sign: i64,
     mut log: Option<&mut SatLog>,
 ) -> UpdateStats {
@@ -403,7 +521,7 @@ pub fn apply_update(
     if let Some(l) = log.as_deref_mut() {
         l.clear();
     }
-    update_pass(params, layout, key, |si, i, data, u| {
+    update_pass(params, layout, key, guide, |si, i, data, u| {
         let w = get(data, i);
         let bound = layout.slots[si].bound;
         let v = w - sign * u;
@@ -432,7 +550,19 @@ pub fn revert_update(
     sign: i64,
     log: &SatLog,
 ) {
-    update_pass(params, layout, key, |si, i, data, u| {
+    revert_update_guided(params, layout, key, None, sign, log)
+}
+
+/// Undoes [`apply_update_guided`] with the same key, guide, sign and its log: bit-identical.
+pub fn revert_update_guided(
+    params: &mut [QParam],
+    layout: &TrainableLayout,
+    key: UpdateKey<'_>,
+    guide: Option<&Guide<'_>>,
+    sign: i64,
+    log: &SatLog,
+) {
+    update_pass(params, layout, key, guide, |si, i, data, u| {
         let bound = layout.slots[si].bound;
         set(data, i, (get(data, i) + sign * u).clamp(-bound, bound));
     });
@@ -465,32 +595,30 @@ fn update_pass(
     params: &mut [QParam],
     layout: &TrainableLayout,
     key: UpdateKey<'_>,
+    guide: Option<&Guide<'_>>,
     mut visit: impl FnMut(usize, usize, &mut QData, i64),
 ) {
     if key.coeffs.iter().all(|&(_, a)| a == 0) {
         return;
     }
-    let mut streams: Vec<(ZStream, i64, Vec<i64>)> = Vec::with_capacity(key.coeffs.len());
+    let mut streams: Vec<(SlotZ, i64)> = Vec::with_capacity(key.coeffs.len());
     for (si, slot) in layout.slots.iter().enumerate() {
         streams.clear();
         for &(d, a) in key.coeffs {
-            let mut g = Vec::new();
-            gains(
-                slot,
-                key.seed,
-                key.step,
-                d,
-                key.dist,
-                key.kernel_norm,
-                &mut g,
-            );
             streams.push((
-                ZStream::new(key.seed, key.step, d, key.dist, slot.offset),
+                SlotZ::new(
+                    slot,
+                    si,
+                    key.seed,
+                    key.step,
+                    d,
+                    key.dist,
+                    key.kernel_norm,
+                    guide,
+                ),
                 a,
-                g,
             ));
         }
-        let per = slot.per_channel().max(1);
         let mut noise = ZStream::new(
             key.seed,
             key.round_step,
@@ -500,11 +628,12 @@ fn update_pass(
         );
         let data = &mut params[slot.param].data;
         for i in 0..slot.len {
+            let m = guide.map_or(0, |g| g.at(slot, i));
             let mut g: i64 = 0;
-            for (z, a, gain) in streams.iter_mut() {
-                // a·z ≤ 2^37 and gain ≤ 2^24 keep the product inside i64; the shift is
-                // exact when the gain is 1.0.
-                g += (*a * z.next_z() as i64 * gain_at(gain, i / per)) >> GAIN_SHIFT;
+            for (z, a) in streams.iter_mut() {
+                // a·z ≤ 2^37 and the Q16 gain ≤ 2^24 keep the product inside i64; the
+                // shift is exact when the gain is 1.0.
+                g += (*a * z.next(i, m)) >> GAIN_SHIFT;
             }
             let noise_word = noise.next_u32();
             if !slot.active(i) {
@@ -519,6 +648,66 @@ fn update_pass(
             if u != 0 {
                 visit(si, i, data, u);
             }
+        }
+    }
+}
+
+/// Moves the momentum one step: for every active element,
+/// `q_e = round(Σ_d w_d · zq_{d,e} / 2^23)` (Q8 z-units; `w_d` are Q15 weights with
+/// `Σ|w_d| ≤ 2^15`) and `M_e ← sat16(round((β·M_e + (2^16 − β)·q_e) / 2^16))` with `β` in
+/// Q16. `zq` is regenerated exactly as the update saw it (guided by the old `M_e`), one
+/// element at a time, so no buffer is needed beyond the momentum itself.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn momentum_pass(
+    state: &mut [i16],
+    gains: &[i64],
+    fresh: i64,
+    along: i64,
+    beta_q16: i64,
+    layout: &TrainableLayout,
+    key: UpdateKey<'_>,
+) {
+    let mut streams: Vec<(SlotZ, i64)> = Vec::with_capacity(key.coeffs.len());
+    for (si, slot) in layout.slots.iter().enumerate() {
+        streams.clear();
+        {
+            let guide = Guide {
+                state: &*state,
+                gains,
+                fresh,
+                along,
+            };
+            for &(d, w) in key.coeffs {
+                if w != 0 {
+                    streams.push((
+                        SlotZ::new(
+                            slot,
+                            si,
+                            key.seed,
+                            key.step,
+                            d,
+                            key.dist,
+                            key.kernel_norm,
+                            Some(&guide),
+                        ),
+                        w,
+                    ));
+                }
+            }
+        }
+        let off = slot.offset as usize;
+        for i in 0..slot.len {
+            let m = state[off + i];
+            let mut q: i64 = 0;
+            for (z, w) in streams.iter_mut() {
+                q += *w * z.next(i, m);
+            }
+            if !slot.active(i) {
+                continue;
+            }
+            let q = ((q + (1 << 22)) >> 23).clamp(-32767, 32767);
+            let v = (beta_q16 * m as i64 + ((1 << 16) - beta_q16) * q + (1 << 15)) >> 16;
+            state[off + i] = v.clamp(-32767, 32767) as i16;
         }
     }
 }

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use lastmile_core::model::QParam;
 
+use crate::momentum::{Momentum, MomentumConfig, direction_weights};
 use crate::perturb::{
-    self, COEFF_SHIFT, DrawKey, Rounding, SatLog, Sparsity, TrainableLayout, UpdateKey, UpdateStats,
+    self, COEFF_SHIFT, DrawKey, Guide, Rounding, SatLog, Sparsity, TrainableLayout, UpdateKey,
+    UpdateStats,
 };
 use crate::z::{Distribution, MAX_DRAWS, Z_SHIFT};
 
@@ -52,6 +54,11 @@ pub struct StepConfig {
     /// Sparse update: which weights train (applied when the trainer lays out tensors).
     #[serde(default)]
     pub sparsity: Sparsity,
+    /// Momentum-guided sampling: draw z partly along a running momentum of past update
+    /// directions (an extra `i16` per trainable element; see [`crate::momentum`]).
+    /// `None` = off.
+    #[serde(default)]
+    pub momentum: Option<MomentumConfig>,
 }
 
 impl Default for StepConfig {
@@ -67,6 +74,7 @@ impl Default for StepConfig {
             sharpness_rho: None,
             kernel_norm: false,
             sparsity: Sparsity::default(),
+            momentum: None,
         }
     }
 }
@@ -157,6 +165,9 @@ pub fn check_config(cfg: &StepConfig) -> Result<(), &'static str> {
     {
         return Err("sharpness rho must be finite and > 0");
     }
+    if let Some(m) = &cfg.momentum {
+        m.check()?;
+    }
     Ok(())
 }
 
@@ -166,6 +177,7 @@ pub fn check_config(cfg: &StepConfig) -> Result<(), &'static str> {
 fn estimate<E>(
     params: &mut [QParam],
     layout: &TrainableLayout,
+    guide: Option<&Guide<'_>>,
     cfg: &StepConfig,
     step: u64,
     first: u32,
@@ -186,9 +198,9 @@ fn estimate<E>(
         let mut pair = [0.0f64; 2];
         for (j, sign) in [1i64, -1].into_iter().enumerate() {
             report.perturb_saturations +=
-                perturb::perturb(params, layout, key, k, sign, log) as u64;
+                perturb::perturb_guided(params, layout, key, guide, k, sign, log) as u64;
             let l = loss(params);
-            perturb::restore(params, layout, key, k, sign, log);
+            perturb::restore_guided(params, layout, key, guide, k, sign, log);
             report.forwards += 1;
             let l = l.map_err(StepError::Loss)?;
             if !l.is_finite() {
@@ -201,10 +213,8 @@ fn estimate<E>(
     Ok(losses)
 }
 
-/// Q16 coefficients `a_d` so that the update is `u = lr · mean_d(c_d · z_d / 32)`.
-fn coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)], lr: f64) -> Vec<(u32, i64)> {
-    let m = losses.len() as f64;
-    let scale = lr * (1u64 << (COEFF_SHIFT - Z_SHIFT)) as f64 / m;
+/// Raw per-draw coefficients `c_d`: `sign(L⁺ − L⁻)` or `(L⁺ − L⁻) / 2k`.
+fn raw_coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)]) -> Vec<(u32, f64)> {
     losses
         .iter()
         .enumerate()
@@ -221,11 +231,20 @@ fn coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)], lr: f64) ->
                 }
                 Estimator::Spsa => (lp - lm) / (2.0 * cfg.epsilon_lsb as f64),
             };
+            (first + i as u32, c)
+        })
+        .collect()
+}
+
+/// Q16 coefficients `a_d` so that the update is `u = lr · mean_d(c_d · z_d / 32)`.
+fn coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)], lr: f64) -> Vec<(u32, i64)> {
+    let m = losses.len() as f64;
+    let scale = lr * (1u64 << (COEFF_SHIFT - Z_SHIFT)) as f64 / m;
+    raw_coefficients(cfg, first, losses)
+        .into_iter()
+        .map(|(d, c)| {
             let a = libm::rint(c * scale);
-            (
-                first + i as u32,
-                a.clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i64,
-            )
+            (d, a.clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i64)
         })
         .collect()
 }
@@ -236,21 +255,46 @@ fn coefficients(cfg: &StepConfig, first: u32, losses: &[(f64, f64)], lr: f64) ->
 /// loss; it is called `2m` times (`4m` when sharpness-aware), each time with the
 /// weights perturbed in place. On return the weights hold `w − u` (or are unchanged on
 /// error: every perturbation is undone bit-identically first).
+///
+/// With `cfg.momentum` set use [`qzo_step_guided`], which takes the momentum buffer.
 pub fn qzo_step<E>(
     params: &mut [QParam],
     layout: &TrainableLayout,
     cfg: &StepConfig,
     step: u64,
     lr: f64,
+    loss: impl FnMut(&[QParam]) -> Result<f64, E>,
+) -> Result<StepReport, StepError<E>> {
+    qzo_step_guided(params, layout, cfg, step, lr, None, loss)
+}
+
+/// [`qzo_step`] with momentum-guided sampling: `momentum` (required when
+/// `cfg.momentum` is set) guides every draw's z and is advanced after the update.
+#[allow(clippy::too_many_arguments)]
+pub fn qzo_step_guided<E>(
+    params: &mut [QParam],
+    layout: &TrainableLayout,
+    cfg: &StepConfig,
+    step: u64,
+    lr: f64,
+    momentum: Option<&mut Momentum>,
     mut loss: impl FnMut(&[QParam]) -> Result<f64, E>,
 ) -> Result<StepReport, StepError<E>> {
     check_config(cfg).map_err(StepError::Config)?;
+    if cfg.momentum.is_some() != momentum.is_some() {
+        return Err(StepError::Config(
+            "momentum-guided sampling needs exactly one momentum buffer (and only with `momentum` set)",
+        ));
+    }
     let mut report = StepReport::default();
     let mut log = SatLog::default();
     let m = cfg.draws;
+    let guide = momentum.as_deref().map(Momentum::guide);
+    let guide = guide.as_ref();
     let losses = estimate(
         params,
         layout,
+        guide,
         cfg,
         step,
         0,
@@ -259,8 +303,8 @@ pub fn qzo_step<E>(
         &mut loss,
     )?;
     let coeffs = coefficients(cfg, 0, &losses, lr);
-    let (losses, coeffs) = match cfg.sharpness_rho {
-        None => (losses, coeffs),
+    let (first, losses, coeffs) = match cfg.sharpness_rho {
+        None => (0, losses, coeffs),
         Some(rho) => {
             // Ascend ρ LSBs along the first estimate (w + ρ·ĝ₀), deterministic rounding so
             // it can be reverted exactly, estimate again there with fresh draws m..2m.
@@ -275,10 +319,11 @@ pub fn qzo_step<E>(
                 kernel_norm: cfg.kernel_norm,
             };
             let mut alog = SatLog::default();
-            perturb::apply_update(params, layout, akey, -1, Some(&mut alog));
+            perturb::apply_update_guided(params, layout, akey, guide, -1, Some(&mut alog));
             let second = estimate(
                 params,
                 layout,
+                guide,
                 cfg,
                 step,
                 m,
@@ -286,10 +331,10 @@ pub fn qzo_step<E>(
                 &mut report,
                 &mut loss,
             );
-            perturb::revert_update(params, layout, akey, -1, &alog);
+            perturb::revert_update_guided(params, layout, akey, guide, -1, &alog);
             let second = second?;
             let c = coefficients(cfg, m, &second, lr);
-            (second, c)
+            (m, second, c)
         }
     };
     let ukey = UpdateKey {
@@ -301,7 +346,11 @@ pub fn qzo_step<E>(
         round_step: step,
         kernel_norm: cfg.kernel_norm,
     };
-    report.update = perturb::apply_update(params, layout, ukey, 1, None);
+    report.update = perturb::apply_update_guided(params, layout, ukey, guide, 1, None);
+    if let Some(mo) = momentum {
+        let w = direction_weights(&raw_coefficients(cfg, first, &losses));
+        mo.advance(layout, UpdateKey { coeffs: &w, ..ukey });
+    }
     report.losses = losses;
     report.coeffs = coeffs;
     Ok(report)

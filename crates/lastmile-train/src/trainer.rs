@@ -11,9 +11,10 @@ use lastmile_core::model::QuantModel;
 use lastmile_core::quant::ActQuant;
 
 use crate::loss::cross_entropy;
+use crate::momentum::Momentum;
 use crate::perturb::TrainableLayout;
 use crate::split::{Split, frozen_prefix_len, split_at};
-use crate::step::{StepConfig, StepError, StepReport, check_config, qzo_step};
+use crate::step::{StepConfig, StepError, StepReport, check_config, qzo_step_guided};
 
 /// Trains one model on one backend.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Trainer {
     suffix: Box<dyn PreparedModel>,
     layout: TrainableLayout,
     config: StepConfig,
+    momentum: Option<Momentum>,
     logits_quant: ActQuant,
     classes: usize,
     step: u64,
@@ -58,6 +60,10 @@ impl Trainer {
             .prepare(&split.suffix)
             .map_err(|e| format!("preparing the trainable suffix: {e}"))?;
         let layout = TrainableLayout::sparse(&split.suffix, config.sparsity);
+        let momentum = match &config.momentum {
+            Some(mc) => Some(Momentum::new(mc, &layout).map_err(String::from)?),
+            None => None,
+        };
         let logits_quant = *model.act.last().ok_or("model has no output quantization")?;
         let classes = suffix.output_shape().iter().product();
         Ok(Trainer {
@@ -67,6 +73,7 @@ impl Trainer {
             suffix,
             layout,
             config,
+            momentum,
             logits_quant,
             classes,
             step: 0,
@@ -88,6 +95,30 @@ impl Trainer {
     /// The configuration.
     pub fn config(&self) -> &StepConfig {
         &self.config
+    }
+
+    /// The momentum buffer of momentum-guided sampling (`None` when the switch is off):
+    /// one Q8 `i16` per trainable element, to be saved in checkpoints.
+    pub fn momentum_state(&self) -> Option<&[i16]> {
+        self.momentum.as_ref().map(Momentum::state)
+    }
+
+    /// Restores the momentum buffer from a checkpoint (when resuming).
+    pub fn set_momentum_state(&mut self, state: alloc::vec::Vec<i16>) -> Result<(), String> {
+        let cfg = self
+            .config
+            .momentum
+            .ok_or("this run has no momentum-guided sampling; there is no momentum to restore")?;
+        let n = state.len();
+        self.momentum = Some(
+            Momentum::with_state(&cfg, &self.layout, state).map_err(|e| {
+                format!(
+                    "{e}: {n} momentum values for {} trainable elements",
+                    self.layout.total
+                )
+            })?,
+        );
+        Ok(())
     }
 
     /// Nodes run once per batch (frozen prefix).
@@ -130,12 +161,13 @@ impl Trainer {
             suffix.forward(params, features, n, logits)?;
             Ok(cross_entropy(logits, quant, labels, classes).0)
         };
-        let report = qzo_step(
+        let report = qzo_step_guided(
             &mut self.split.suffix.params,
             &self.layout,
             &self.config,
             self.step,
             lr,
+            self.momentum.as_mut(),
             loss,
         )
         .map_err(|e: StepError<BackendError>| format!("step {}: {e}", self.step))?;

@@ -276,3 +276,84 @@ fn sparse_masks_leave_the_rest_untouched() {
         .unwrap();
     assert!(max_active <= min_inactive);
 }
+
+/// A momentum-guided view over `m` with the given momentum codes (cycled) and constants.
+fn guide_for<'a>(
+    layout: &TrainableLayout,
+    state: &'a mut Vec<i16>,
+    gains: &'a mut Vec<i64>,
+    codes: &[i16],
+    gain: i64,
+) -> perturb::Guide<'a> {
+    *state = (0..layout.total as usize)
+        .map(|i| codes[i % codes.len()])
+        .collect();
+    *gains = vec![gain; layout.slots.len()];
+    perturb::Guide {
+        state,
+        gains,
+        fresh: 28378, // √0.75 in Q15
+        along: 16384, // √0.25 in Q15
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn guided_perturb_restore_and_update_revert_are_bit_identical(
+        bits in bits_strategy(),
+        dist in dist_strategy(),
+        codes in prop::collection::vec(prop_oneof![Just(i32::MAX), Just(-i32::MAX), -300i32..300], 1..40),
+        momentum in prop::collection::vec(any::<i16>(), 1..16),
+        gain in prop_oneof![Just(0i64), 1i64..(1 << 28)],
+        coeffs in prop::collection::vec(-(1i64 << 24)..(1i64 << 24), 1..4),
+        k in prop_oneof![1i64..4, 100i64..5000],
+        seed in any::<u64>(), step in 0u64..1000, kernel_norm in any::<bool>(), sparse in any::<bool>(),
+    ) {
+        let mut m = model(bits, &codes, &[5, -9, 1 << 20]);
+        let before = m.params.clone();
+        let layout = layout_for(&m, sparse);
+        let (mut state, mut gains) = (Vec::new(), Vec::new());
+        let guide = guide_for(&layout, &mut state, &mut gains, &momentum, gain);
+        let key = DrawKey { seed, step, draw: 1, dist, kernel_norm };
+        let mut log = SatLog::default();
+        perturb::perturb_guided(&mut m.params, &layout, key, Some(&guide), k, -1, &mut log);
+        perturb::restore_guided(&mut m.params, &layout, key, Some(&guide), k, -1, &log);
+        prop_assert_eq!(&m.params, &before);
+        let coeffs: Vec<(u32, i64)> = coeffs.into_iter().enumerate().map(|(d, a)| (d as u32, a)).collect();
+        let ukey = UpdateKey { seed, step, dist, coeffs: &coeffs, rounding: Rounding::Stochastic, round_step: step, kernel_norm };
+        perturb::apply_update_guided(&mut m.params, &layout, ukey, Some(&guide), 1, Some(&mut log));
+        perturb::revert_update_guided(&mut m.params, &layout, ukey, Some(&guide), 1, &log);
+        prop_assert_eq!(&m.params, &before);
+    }
+}
+
+#[test]
+fn a_zero_gain_guide_is_plain_z_and_a_nonzero_one_is_not() {
+    let m0 = model(WeightBits::W16, &[100, -200, 300], &[0]);
+    let layout = TrainableLayout::new(&m0);
+    let key = DrawKey {
+        seed: 4,
+        step: 2,
+        draw: 0,
+        dist: Distribution::Gaussian,
+        kernel_norm: false,
+    };
+    let run = |guide: Option<&perturb::Guide<'_>>| {
+        let mut m = m0.clone();
+        let mut log = SatLog::default();
+        perturb::perturb_guided(&mut m.params, &layout, key, guide, 500, 1, &mut log);
+        m.params
+    };
+    let (mut s, mut g) = (Vec::new(), Vec::new());
+    let off = guide_for(&layout, &mut s, &mut g, &[1000, -700], 0);
+    assert_eq!(
+        run(Some(&off)),
+        run(None),
+        "gain 0 = no momentum yet = plain z"
+    );
+    let (mut s2, mut g2) = (Vec::new(), Vec::new());
+    let on = guide_for(&layout, &mut s2, &mut g2, &[1000, -700], 1 << 16);
+    assert_ne!(run(Some(&on)), run(None));
+}

@@ -9,7 +9,7 @@ use lastmile_core::model::{FloatModel, FloatParam};
 use lastmile_core::ptq;
 use lastmile_core::quant::{Activation, WeightBits};
 use lastmile_memory::{CountingAlloc, measure, trainable_bytes};
-use lastmile_train::{StepConfig, Trainer};
+use lastmile_train::{MomentumConfig, StepConfig, Trainer};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -43,34 +43,52 @@ fn a_step_allocates_far_less_than_the_trainable_weights() {
     let (mut q, _) = ptq::quantize(&float, &calib, 16, WeightBits::W16).unwrap();
     q.set_trainable(|_| true);
     let weights = trainable_bytes(&q);
+    let elements = q.num_trainable();
     assert!(weights > 140_000);
 
-    let cfg = StepConfig {
-        draws: 3,
-        epsilon_lsb: 64,
-        ..StepConfig::default()
-    };
-    let mut t = Trainer::new(&CpuRef, q, cfg).unwrap();
-    let x: Vec<i8> = (0..8 * 128).map(|i| (i % 251) as i8).collect();
-    let y: Vec<u8> = (0..8).map(|i| (i % 10) as u8).collect();
-    t.step(&x, &y, 100.0).unwrap(); // warm-up: buffers reach their steady size
+    // Plain, then momentum-guided: the momentum buffer (2 B per trainable element) is made
+    // once by `Trainer::new`; the step itself must stay as small either way.
+    for momentum in [
+        None,
+        Some(MomentumConfig {
+            beta: 0.5,
+            mix: 0.25,
+        }),
+    ] {
+        let cfg = StepConfig {
+            draws: 3,
+            epsilon_lsb: 64,
+            momentum,
+            ..StepConfig::default()
+        };
+        let (t, setup) = measure(|| Trainer::new(&CpuRef, q.clone(), cfg).unwrap());
+        let mut t = t;
+        if momentum.is_some() {
+            let buffer = t.momentum_state().unwrap().len() * 2;
+            assert_eq!(buffer, 2 * elements, "one i16 per trainable element");
+            assert!(setup.peak >= buffer);
+        }
+        let x: Vec<i8> = (0..8 * 128).map(|i| (i % 251) as i8).collect();
+        let y: Vec<u8> = (0..8).map(|i| (i % 10) as u8).collect();
+        t.step(&x, &y, 100.0).unwrap(); // warm-up: buffers reach their steady size
 
-    assert!(lastmile_memory::is_counting());
-    let (report, usage) = measure(|| t.step(&x, &y, 100.0).unwrap());
-    assert_eq!(report.forwards, 6);
-    assert!(report.update.changed > 0, "the step must change weights");
-    eprintln!(
-        "trainable {weights} B; step: peak +{} B, largest allocation {} B, {} allocations",
-        usage.peak, usage.largest, usage.allocations
-    );
-    assert!(
-        usage.largest < weights / 16,
-        "an allocation of {} B in a step with {weights} B of trainable weights",
-        usage.largest
-    );
-    assert!(
-        usage.peak < weights / 16,
-        "step peak {} B vs {weights} B of weights",
-        usage.peak
-    );
+        assert!(lastmile_memory::is_counting());
+        let (report, usage) = measure(|| t.step(&x, &y, 100.0).unwrap());
+        assert_eq!(report.forwards, 6);
+        assert!(report.update.changed > 0, "the step must change weights");
+        eprintln!(
+            "momentum {momentum:?}: trainable {weights} B; step: peak +{} B, largest allocation {} B, {} allocations",
+            usage.peak, usage.largest, usage.allocations
+        );
+        assert!(
+            usage.largest < weights / 16,
+            "an allocation of {} B in a step with {weights} B of trainable weights",
+            usage.largest
+        );
+        assert!(
+            usage.peak < weights / 16,
+            "step peak {} B vs {weights} B of weights",
+            usage.peak
+        );
+    }
 }

@@ -216,3 +216,34 @@ fn ff_fp32_and_fp16_learn_like_the_fixed_point_path() {
         assert!(after > before + 0.25, "{precision:?}: {before} -> {after}");
     }
 }
+
+fn momentum_cfg(seed: u64, beta: f64, mix: f64) -> StepConfig {
+    StepConfig {
+        momentum: Some(lastmile_train::MomentumConfig { beta, mix }),
+        ..cfg(seed)
+    }
+}
+
+#[test]
+fn momentum_guided_sampling_learns_digits() {
+    let (before, plain, _) = train(WeightBits::W16, cfg(1), 200, LR);
+    let (_, guided, _) = train(WeightBits::W16, momentum_cfg(1, 0.5, 0.25), 200, LR);
+    eprintln!(
+        "16w8a sign-3-SPSA, 200 steps: {:.1}% -> plain {:.1}%, momentum-guided {:.1}%",
+        before * 100.0,
+        plain * 100.0,
+        guided * 100.0
+    );
+    // Seen: 6.1% -> plain 27.9%, guided 34.0%. Over seeds 1-5 at 400 steps guided
+    // (β 0.5, μ 0.25) averaged 46.4% vs plain 43.7%: within seed noise, not a clear win here.
+    assert!(guided > before + 0.2, "accuracy {before} -> {guided}");
+}
+
+#[test]
+fn momentum_runs_are_a_pure_function_of_the_seed() {
+    let (_, _, a) = train(WeightBits::W16, momentum_cfg(7, 0.5, 0.25), 20, LR);
+    let (_, _, b) = train(WeightBits::W16, momentum_cfg(7, 0.5, 0.25), 20, LR);
+    let (_, _, plain) = train(WeightBits::W16, cfg(7), 20, LR);
+    assert_eq!(a, b, "same seed, same momentum: same weights");
+    assert_ne!(a, plain, "the momentum changes the trajectory");
+}
