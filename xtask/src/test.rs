@@ -20,7 +20,11 @@ Run the test suites for one target, configured by toolchains/<triple>.toml:
     - the [test] packages once, on the first selected tier (core, data, train, cpu-ref, ...);
     - the training fingerprint: a short QZO-FF run on the digits whose trained weights' SHA-256
       must equal the host's (cpu-ref on x86_64), bit for bit, on every tier.
-  thumbv7em-none-eabihf: a build check of the no_std crates (--no-default-features).
+  thumbv7em-none-eabihf: a build check of the no_std crates (--no-default-features), then the
+  [test.firmware]: examples/mcu-adapt trains a pretrained 16w8a digits-cnn with QZO-FF on a
+  Cortex-M4F under qemu-system-arm (mps2-an386, semihosting). Fails unless held-out accuracy
+  rises and the trained weights are bit-identical (SHA-256) to the same run on the host's
+  reference backend; prints the RAM the firmware measured (static + heap + stack high-water).
   The host: cargo test for the same packages, natively.
 
 Emulated runs use fewer generated cases (the file's [test] env, e.g.
@@ -123,10 +127,17 @@ pub(crate) fn run_test(triple: &str, tiers: &str, install: bool) -> anyhow::Resu
             }
             run(&mut c)?;
             println!(
-                "\n==> {triple}: build check of {} passed in {} (no_std; nothing runs on the host yet)",
+                "\n==> {triple}: build check of {} passed in {} (no_std)",
                 t.build.packages.join(", "),
                 elapsed(start)
             );
+            if let Some(fw) = &t.test.firmware {
+                let summary = crate::mcu::run_firmware(&t, fw)?;
+                println!("\n==> {triple}: passed in {}", elapsed(start));
+                for line in summary {
+                    println!("  {line}");
+                }
+            }
             Ok(())
         }
         Kind::Host => {

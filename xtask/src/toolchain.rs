@@ -19,7 +19,8 @@ pub(crate) enum Kind {
     Host,
     /// A hosted Linux target: cross-linked, tests run under qemu-user.
     Linux,
-    /// No OS (`no_std`): libraries only; `test` is a build check.
+    /// No OS (`no_std`): `test` is a build check of the libraries, plus the `[test.firmware]`
+    /// run under qemu-system when the file has one.
     BareMetal,
 }
 
@@ -95,6 +96,25 @@ pub(crate) struct TestSpec {
     /// Extra environment for every test run of this target.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Bare-metal targets: the firmware that trains on the target under qemu-system.
+    pub firmware: Option<Firmware>,
+}
+
+/// `[test.firmware]`: a firmware in its own cargo workspace that runs a training job under
+/// the `[runner]` (qemu-system) and whose result must match a host reference run
+/// (`cargo xtask test`, see `xtask/src/mcu.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Firmware {
+    /// The firmware's cargo workspace, relative to the repository root.
+    pub workspace: String,
+    /// Host binary package: `<bin> <assets-dir>` writes the firmware's inputs there, runs the
+    /// reference and prints the result line.
+    pub host_package: String,
+    /// Firmware binary package (built for the target, run under the runner).
+    pub package: String,
+    /// Seconds the emulated run may take before it is killed and the test fails.
+    pub timeout_secs: u64,
 }
 
 /// A test that trains a model and writes the SHA-256 of its trained weights to
