@@ -21,6 +21,8 @@ pub struct Entry {
     pub description: String,
     /// The backend, or why it cannot run here.
     pub status: Result<Box<dyn Backend>, String>,
+    /// The shared library, for backends loaded through the plugin C ABI.
+    pub plugin: Option<std::path::PathBuf>,
 }
 
 impl Entry {
@@ -30,6 +32,7 @@ impl Entry {
             tier: backend.tier().to_string(),
             description: description.into(),
             status: Ok(backend),
+            plugin: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl Entry {
             tier: tier.into(),
             description: description.into(),
             status: Err(reason),
+            plugin: None,
         }
     }
 
@@ -57,7 +61,105 @@ pub fn all() -> Vec<Entry> {
         Box::new(CpuRef),
         "portable scalar reference: the executable specification",
     ));
+    all.extend(engines());
+    // An in-tree vendor backend registers like this (behind its own cargo feature).
+    #[cfg(feature = "template")]
+    all.push(match lastmile_backend_template::Template::new() {
+        Ok(b) => Entry::available(Box::new(b), "the backend template: delegates to cpu-ref"),
+        Err(e) => Entry::unavailable("template", "-", "the backend template", e.to_string()),
+    });
+    all.extend(plugins());
     all
+}
+
+/// Vendor engines loaded at run time (after the reference: not bit-exact, never `best()`),
+/// each available with its version or with why not and the command that fixes it.
+fn engines() -> Vec<Entry> {
+    use lastmile_backend_onnxruntime::OnnxRuntime;
+    let reason = |e: lastmile_core::BackendError| match e {
+        lastmile_core::BackendError::Unavailable(why) => why,
+        e => e.to_string(),
+    };
+    use lastmile_backend_xnnpack::Xnnpack;
+    const ORT: &str =
+        "ONNX Runtime CPU EP (QLinearConv/QDQ model, libonnxruntime loaded at run time)";
+    const XNN: &str =
+        "XNNPACK qc8 conv/linear operators per layer (libXNNPACK.so.0 loaded at run time)";
+    vec![
+        match OnnxRuntime::new() {
+            Ok(b) => Entry::available(Box::new(b), ORT),
+            Err(e) => Entry::unavailable(OnnxRuntime::NAME, "-", ORT, reason(e)),
+        },
+        match Xnnpack::new() {
+            Ok(b) => Entry::available(Box::new(b), XNN),
+            Err(e) => Entry::unavailable(Xnnpack::NAME, "-", XNN, reason(e)),
+        },
+    ]
+}
+
+/// Plugin libraries added at run time (the CLI's `--plugin PATH`), after `LASTMILE_PLUGINS`.
+static EXTRA_PLUGINS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds plugin libraries (the CLI's `--plugin PATH`) to those of `LASTMILE_PLUGINS`: from
+/// now on [`all`], [`get`] and [`plugins`] list them too.
+pub fn add_plugins(paths: &[std::path::PathBuf]) {
+    let mut extra = EXTRA_PLUGINS.lock().unwrap_or_else(|p| p.into_inner());
+    for p in paths {
+        if !extra.contains(p) {
+            extra.push(p.clone());
+        }
+    }
+}
+
+/// Every plugin path: `LASTMILE_PLUGINS` (separated like `PATH`), then [`add_plugins`]'.
+pub fn plugin_paths() -> Vec<std::path::PathBuf> {
+    let mut paths = lastmile_backend_plugin::paths_from_env();
+    for p in EXTRA_PLUGINS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        if !paths.contains(p) {
+            paths.push(p.clone());
+        }
+    }
+    paths
+}
+
+/// One entry per plugin library of [`plugin_paths`] (plugin C ABI, loaded with
+/// `libloading`): the loaded backend, or why it cannot be used with the fix. A library that
+/// fails to load is listed under its file name (`liblastmile_example_npu.so` →
+/// `lastmile_example_npu`).
+pub fn plugins() -> Vec<Entry> {
+    use lastmile_backend_plugin::{Plugin, name_from_path};
+    plugin_paths()
+        .into_iter()
+        .map(|path| match Plugin::load(&path) {
+            Ok(p) => {
+                let d = format!(
+                    "{} [FFI plugin {}, C ABI v{}]",
+                    p.description(),
+                    path.display(),
+                    lastmile_backend_plugin::ABI_VERSION
+                );
+                Entry {
+                    plugin: Some(path),
+                    ..Entry::available(Box::new(p), &d)
+                }
+            }
+            Err(e) => {
+                let why = match e {
+                    lastmile_core::BackendError::Unavailable(why) => why,
+                    e => e.to_string(),
+                };
+                let d = format!("FFI plugin {}", path.display());
+                Entry {
+                    plugin: Some(path.clone()),
+                    ..Entry::unavailable(&name_from_path(&path), "-", &d, why)
+                }
+            }
+        })
+        .collect()
 }
 
 /// The x86_64 SIMD backend: its best tier here first (`LASTMILE_X86_TIER` pins one), then
@@ -190,6 +292,23 @@ mod tests {
                 Err(why) => assert!(why.contains("lacks"), "{why}"),
             }
         }
+    }
+
+    #[test]
+    fn ffi_engines_are_listed_with_a_version_or_the_fix() {
+        let all = super::all();
+        for (name, fix) in [
+            ("onnxruntime", "cargo xtask sdk onnxruntime"),
+            ("xnnpack", "cargo xtask sdk xnnpack"),
+        ] {
+            let e = all.iter().find(|e| e.name == name).expect("listed");
+            match &e.status {
+                Ok(b) => assert!(!b.capabilities().weight_bits.is_empty()),
+                Err(why) => assert!(why.contains(fix), "{why}"),
+            }
+        }
+        let best = super::best();
+        assert!(!["onnxruntime", "xnnpack"].contains(&best.name()));
     }
 
     #[test]

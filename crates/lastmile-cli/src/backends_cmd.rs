@@ -1,4 +1,6 @@
-//! `lastmile backends`: what this build can run here.
+//! `lastmile backends`: what this build can run here, including the FFI plugins of
+//! `LASTMILE_PLUGINS` and `--plugin PATH` (each with its version, capabilities and
+//! exactness, or why it is unavailable and the command that fixes it).
 
 use anyhow::Result;
 use clap::Args;
@@ -22,9 +24,11 @@ struct EntryJson {
     tier: String,
     description: String,
     available: bool,
-    /// Why it cannot run here (when unavailable).
+    /// Why it cannot run here (when unavailable), with the command or step that fixes it.
     reason: Option<String>,
     capabilities: Option<lastmile_core::Capabilities>,
+    /// The shared library of an FFI plugin (plugin C ABI), else null.
+    plugin: Option<String>,
 }
 
 fn op_list(ops: &[OpKind]) -> String {
@@ -64,6 +68,7 @@ pub fn run(_args: &BackendsArgs, ui: Ui) -> Result<()> {
         .map(|e| {
             let capabilities = e.capabilities();
             EntryJson {
+                plugin: e.plugin.as_ref().map(|p| p.display().to_string()),
                 available: e.status.is_ok(),
                 reason: e.status.err(),
                 name: e.name,
@@ -83,10 +88,13 @@ pub fn run(_args: &BackendsArgs, ui: Ui) -> Result<()> {
             let mut r = vec![
                 e.name.clone(),
                 e.tier.clone(),
-                if e.available {
-                    "available".into()
-                } else {
-                    format!("unavailable: {}", e.reason.as_deref().unwrap_or("?"))
+                match (e.available, &e.plugin) {
+                    (true, _) => "available".into(),
+                    // A plugin's reason (path, problem, fix) is long: printed below the table.
+                    (false, Some(_)) => "unavailable (see below)".into(),
+                    (false, None) => {
+                        format!("unavailable: {}", e.reason.as_deref().unwrap_or("?"))
+                    }
                 },
             ];
             match &e.capabilities {
@@ -124,6 +132,16 @@ pub fn run(_args: &BackendsArgs, ui: Ui) -> Result<()> {
     );
     for e in &entries {
         println!("{}: {}", e.name, e.description);
+    }
+    for e in entries
+        .iter()
+        .filter(|e| !e.available && e.plugin.is_some())
+    {
+        println!(
+            "\n{} is unavailable: {}",
+            e.name,
+            e.reason.as_deref().unwrap_or("?")
+        );
     }
     Ok(())
 }
