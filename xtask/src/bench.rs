@@ -23,6 +23,9 @@ target/bench/summary.md and print it:
     `GMAC/s (time per forward)`;
   * 16w8a / 8w8a time ratio per shape and tier;
   * re-pack cost of trainable weights in ns/weight per tier.
+  * ONNX Runtime (QLinearConv / QLinearMatMul, `cargo xtask sdk onnxruntime`) and XNNPACK
+    side by side with the x86 8w8a kernels on the same shapes, 1 thread and all threads,
+    as time ratios (benches/benches/ort.rs; skipped when the engine is not installed).
 
 Times are criterion's median estimate. Single-threaded unless LASTMILE_THREADS is set.
 
@@ -66,6 +69,8 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         "lastmile-benches",
         "--bench",
         "forward",
+        "--bench",
+        "ort",
         "--",
     ]);
     if opts.quick {
@@ -223,8 +228,11 @@ fn cpu_model() -> String {
 type RowKey = ((u8, String), u8, String);
 
 fn render(results: &[Result1], opts: &Options) -> String {
-    let (repack, forward): (Vec<&Result1>, Vec<&Result1>) =
-        results.iter().partition(|r| r.group.starts_with("repack/"));
+    let (vs_ort, results): (Vec<&Result1>, Vec<&Result1>) =
+        results.iter().partition(|r| r.group.starts_with("vs-ort/"));
+    let (repack, forward): (Vec<&Result1>, Vec<&Result1>) = results
+        .into_iter()
+        .partition(|r| r.group.starts_with("repack/"));
     let mut md = String::new();
     let threads = std::env::var("LASTMILE_THREADS").unwrap_or_else(|_| "1".into());
     let _ = writeln!(md, "# lastmile benchmark summary\n");
@@ -304,6 +312,8 @@ fn render(results: &[Result1], opts: &Options) -> String {
         }
     }
 
+    render_vs_ort(&mut md, &vs_ort);
+
     if !repack.is_empty() {
         let cols: BTreeSet<(u8, String)> = repack
             .iter()
@@ -346,4 +356,77 @@ fn render(results: &[Result1], opts: &Options) -> String {
         }
     }
     md
+}
+
+/// Results of one shape by contender (`x86`, `ort`, ...).
+type ByContender<'a> = BTreeMap<String, &'a Result1>;
+
+/// The ONNX Runtime comparison (`benches/benches/ort.rs`): per thread count and shape, the
+/// time of each contender and the ratio ORT time / x86 time (> 1: ours is faster).
+fn render_vs_ort(md: &mut String, results: &[&Result1]) {
+    if results.is_empty() {
+        return;
+    }
+    // (threads, shape) -> contender -> result
+    let mut rows: BTreeMap<(usize, (u8, String)), ByContender<'_>> = BTreeMap::new();
+    for r in results {
+        let t = r
+            .group
+            .trim_start_matches("vs-ort/")
+            .trim_end_matches('t')
+            .parse()
+            .unwrap_or(0);
+        rows.entry((t, row_key(&r.function)))
+            .or_default()
+            .insert(r.value.clone(), r);
+    }
+    let cell = |r: Option<&&Result1>| match r {
+        Some(r) => match r.elements {
+            Some(e) => format!("{:.1} ({})", e as f64 / r.ns, fmt_time(r.ns)),
+            None => fmt_time(r.ns),
+        },
+        None => "–".into(),
+    };
+    let ratio = |a: Option<&&Result1>, b: Option<&&Result1>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a.ns / b.ns),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        md,
+        "## ONNX Runtime vs x86 8w8a (GMAC/s (time); ratio = ORT time / x86 time, > 1 = x86 faster)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| threads | op / shape | x86 | ORT QLinearConv | ORT / x86 | ORT QLinearMatMul | QLinearMatMul / x86 | x86 trainable | ORT trainable | ORT / x86 trainable | XNNPACK | XNNPACK / x86 | XNNPACK trainable | XNNPACK / x86 trainable |"
+    );
+    let _ = writeln!(
+        md,
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for ((t, (_, shape)), c) in &rows {
+        let _ = writeln!(
+            md,
+            "| {t} | {shape} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(c.get("x86")),
+            cell(c.get("ort")),
+            ratio(c.get("ort"), c.get("x86")),
+            cell(c.get("ort-qlinearmatmul")),
+            ratio(c.get("ort-qlinearmatmul"), c.get("x86")),
+            cell(c.get("x86-trainable")),
+            cell(c.get("ort-trainable")),
+            ratio(c.get("ort-trainable"), c.get("x86-trainable")),
+            cell(c.get("xnnpack")),
+            ratio(c.get("xnnpack"), c.get("x86")),
+            cell(c.get("xnnpack-trainable")),
+            ratio(c.get("xnnpack-trainable"), c.get("x86-trainable")),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nORT = ONNX Runtime's CPU EP running the model `lastmile-backend-onnxruntime` emits \
+         (linear as com.microsoft QGemm with bias); QLinearMatMul = a bare node without bias, \
+         per-tensor scales, u8 activations like the emitted model. Trainable: weights change \
+         every forward (x86 re-packs, ORT takes them as session inputs, XNNPACK re-creates \
+         the operator). XNNPACK runs single-threaded (no pthreadpool).\n"
+    );
 }
