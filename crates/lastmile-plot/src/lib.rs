@@ -1,6 +1,7 @@
 //! # lastmile-plot — PNG charts for reports
 //!
-//! Line charts (training curves, with reference lines) and grouped bar charts (memory),
+//! Line charts (training curves, with reference lines), grouped bar charts (memory) and
+//! heat maps with paths (loss landscapes with training trajectories),
 //! drawn with `plotters`' bitmap backend. Text uses a TrueType font found on the system
 //! (DejaVu Sans or Liberation Sans; `apt-get install fonts-dejavu-core`, which
 //! `cargo xtask ci` does); without one, charts are still drawn, without text, and
@@ -309,6 +310,177 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
     Ok(())
 }
 
+/// A 2-D scalar field (e.g. a loss surface) drawn as a colour map, with paths on top.
+#[derive(Debug, Clone, Default)]
+pub struct Heatmap {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Grid coordinates along x (ascending, evenly spaced).
+    pub xs: Vec<f64>,
+    /// Grid coordinates along y (ascending, evenly spaced).
+    pub ys: Vec<f64>,
+    /// Values, row-major: `z[j * xs.len() + i]` at `(xs[i], ys[j])`.
+    pub z: Vec<f64>,
+    /// Paths drawn over the map (start marked with a circle, end with a square).
+    pub paths: Vec<Series>,
+}
+
+/// Colour of `t ∈ [0, 1]` on a dark-blue → teal → yellow ramp (viridis-like).
+fn ramp(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
+    let i = (t.floor() as usize).min(STOPS.len() - 2);
+    let f = t - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let mix = |x: f64, y: f64| (x + (y - x) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Draws `panels` side by side: each a colour map of `z` (low = dark) with iso-lines at
+/// ten evenly spaced levels marked by cell edges, and the paths on top.
+pub fn heatmaps(path: &Path, panels: &[Heatmap], width: u32, height: u32) -> Result<(), PlotError> {
+    if panels
+        .iter()
+        .any(|p| p.xs.len() < 2 || p.ys.len() < 2 || p.z.len() != p.xs.len() * p.ys.len())
+        || panels.is_empty()
+    {
+        return Err(PlotError::Empty {
+            path: path.display().to_string(),
+        });
+    }
+    let text = fonts_available();
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err(path))?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, p) in areas.iter().zip(panels) {
+        let (nx, ny) = (p.xs.len(), p.ys.len());
+        let dx = (p.xs[nx - 1] - p.xs[0]) / (nx - 1) as f64;
+        let dy = (p.ys[ny - 1] - p.ys[0]) / (ny - 1) as f64;
+        let (x0, x1) = (p.xs[0] - dx / 2.0, p.xs[nx - 1] + dx / 2.0);
+        let (y0, y1) = (p.ys[0] - dy / 2.0, p.ys[ny - 1] + dy / 2.0);
+        let finite = p.z.iter().copied().filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .margin(12)
+            .x_label_area_size(if text { 36 } else { 8 })
+            .y_label_area_size(if text { 56 } else { 8 });
+        if text {
+            builder.caption(&p.title, ("sans-serif", 16));
+        }
+        let mut chart = builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err(path))?;
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_mesh();
+        if text {
+            mesh.x_desc(&p.x_label)
+                .y_desc(&p.y_label)
+                .label_style(("sans-serif", 12));
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(draw_err(path))?;
+        let level = |v: f64| (((v - lo) / span) * 10.0).floor() as i64;
+        chart
+            .draw_series((0..ny).flat_map(|j| {
+                (0..nx).map(move |i| {
+                    let v = p.z[j * nx + i];
+                    let c = if v.is_finite() {
+                        ramp((v - lo) / span)
+                    } else {
+                        RGBColor(255, 255, 255)
+                    };
+                    let (cx, cy) = (p.xs[i], p.ys[j]);
+                    Rectangle::new(
+                        [
+                            (cx - dx / 2.0, cy - dy / 2.0),
+                            (cx + dx / 2.0, cy + dy / 2.0),
+                        ],
+                        c.filled(),
+                    )
+                })
+            }))
+            .map_err(draw_err(path))?;
+        // Iso-lines: cell edges where the level changes.
+        let mut edges = Vec::new();
+        for j in 0..ny {
+            for i in 0..nx {
+                let l = level(p.z[j * nx + i]);
+                if i + 1 < nx && level(p.z[j * nx + i + 1]) != l {
+                    let x = p.xs[i] + dx / 2.0;
+                    edges.push(vec![(x, p.ys[j] - dy / 2.0), (x, p.ys[j] + dy / 2.0)]);
+                }
+                if j + 1 < ny && level(p.z[(j + 1) * nx + i]) != l {
+                    let y = p.ys[j] + dy / 2.0;
+                    edges.push(vec![(p.xs[i] - dx / 2.0, y), (p.xs[i] + dx / 2.0, y)]);
+                }
+            }
+        }
+        chart
+            .draw_series(
+                edges
+                    .into_iter()
+                    .map(|e| PathElement::new(e, WHITE.mix(0.5).stroke_width(1))),
+            )
+            .map_err(draw_err(path))?;
+        for s in &p.paths {
+            let c = match s.color % 3 {
+                0 => RGBColor(255, 255, 255),
+                1 => RGBColor(230, 30, 30),
+                _ => RGBColor(255, 140, 0),
+            };
+            let line = chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                .map_err(draw_err(path))?;
+            if text {
+                line.label(&s.name).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            }
+            if let (Some(&a), Some(&b)) = (s.points.first(), s.points.last()) {
+                chart
+                    .draw_series([Circle::new(a, 5, c.filled())])
+                    .map_err(draw_err(path))?;
+                chart
+                    .draw_series([Rectangle::new(
+                        [
+                            (b.0 - dx * 0.3, b.1 - dy * 0.3),
+                            (b.0 + dx * 0.3, b.1 + dy * 0.3),
+                        ],
+                        c.filled(),
+                    )])
+                    .map_err(draw_err(path))?;
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .label_font(("sans-serif", 12))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(draw_err(path))?;
+        }
+    }
+    root.present().map_err(draw_err(path))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +523,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&std::fs::read(&b).unwrap()[1..4], b"PNG");
+        let h = dir.join("heat.png");
+        heatmaps(
+            &h,
+            &[Heatmap {
+                title: "loss".into(),
+                x_label: "a".into(),
+                y_label: "b".into(),
+                xs: vec![-1.0, 0.0, 1.0],
+                ys: vec![-1.0, 0.0, 1.0],
+                z: vec![2.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 2.0],
+                paths: vec![Series {
+                    name: "p".into(),
+                    points: vec![(0.0, 0.0), (0.5, 0.2)],
+                    color: 1,
+                }],
+            }],
+            400,
+            300,
+        )
+        .unwrap();
+        assert_eq!(&std::fs::read(&h).unwrap()[1..4], b"PNG");
         assert!(matches!(
             line_charts(&dir.join("e.png"), &[LineChart::default()], 10, 10),
             Err(PlotError::Empty { .. })
