@@ -12,20 +12,29 @@ use anyhow::{Context, bail};
 pub(crate) const LONG_HELP: &str = "\
 Run every CI check in order, stopping at the first failure:
 
-  1. data    fetch MNIST and Fashion-MNIST (same as `cargo xtask data`)
-  2. fmt     cargo fmt --all -- --check
-  3. clippy  cargo clippy --workspace --all-targets -- -D warnings
-  4. test    cargo test --workspace, with LASTMILE_REQUIRE_DATA=1 (real-data tests must run)
+   1. data    fetch MNIST and Fashion-MNIST (same as `cargo xtask data`)
+   2. engines cargo xtask sdk onnxruntime + cargo xtask sdk xnnpack (idempotent), then the
+             ONNX Runtime and XNNPACK backends' tests (conformance within their declared
+             tolerance, measured exactness) with LASTMILE_REQUIRE_ENGINES=1
+   3. fmt     cargo fmt --all -- --check
+   4. bindgen cargo xtask bindgen --check: the committed bindings match their headers (the plugin
+             C ABI, XNNPACK's xnnpack.h); installs libclang-dev first when missing, as root
+   5. clippy  cargo clippy --workspace --all-targets -- -D warnings
+   6. test    cargo test --workspace, with LASTMILE_REQUIRE_DATA=1 (real-data tests must run)
              and LASTMILE_DATA set to the data directory of step 1
-  5. clippy-aarch64  cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon
+   7. experiments  cargo xtask experiments --quick: MNIST -> Fashion-MNIST transfer and step memory
+             at a small budget (release build, a few minutes); fails unless QZO-FF-LP 16w8a beats
+             zero-shot, 16w8a stays within 3 points of FF fp32, and FF scratch memory is below BP's
+   8. clippy-aarch64  cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon
              --all-targets -- -D warnings (the NEON kernels compile only for aarch64)
-  6. aarch64 cargo xtask test --target aarch64-unknown-linux-gnu --install: the suites under
+   9. aarch64 cargo xtask test --target aarch64-unknown-linux-gnu --install: the suites under
              qemu-aarch64 on the neon, dotprod and i8mm tiers + the bit-identical training check
-  7. armv7   cargo xtask test --target armv7-unknown-linux-gnueabihf --install (qemu-arm)
-  8. thumbv7em  cargo xtask test --target thumbv7em-none-eabihf --install: the no_std crates
-             build for a Cortex-M4F (a build check)
+  10. armv7   cargo xtask test --target armv7-unknown-linux-gnueabihf --install (qemu-arm)
+  11. thumbv7em  cargo xtask test --target thumbv7em-none-eabihf --install: the no_std crates
+             build for a Cortex-M4F, and the firmware examples/mcu-adapt trains on it under
+             qemu-system-arm (accuracy must rise, weights bit-identical to the host, RAM shown)
 
-Steps 5-8 install a missing cross toolchain (rustup target add, apt-get install -y) first.
+Steps 8-11 install a missing cross toolchain (rustup target add, apt-get install -y) first.
 
 Uses the cargo from $CARGO (set by `cargo run`), else `cargo` from PATH. The data directory is
 $LASTMILE_DATA, else <workspace>/data. `.ci/run` runs exactly this command.";
@@ -95,10 +104,34 @@ fn steps() -> Vec<Step> {
         Step::new("data", "cargo xtask data", |ctx| {
             crate::data::run(&ctx.data_dir)
         }),
+        Step::new(
+            "engines",
+            "cargo xtask sdk onnxruntime && cargo xtask sdk xnnpack, then LASTMILE_REQUIRE_ENGINES=1 \
+             cargo test -p lastmile-backend-onnxruntime -p lastmile-backend-xnnpack",
+            |ctx| {
+                crate::sdk::onnxruntime()?;
+                crate::sdk::xnnpack()?;
+                ctx.cargo(
+                    &[
+                        "test",
+                        "-p",
+                        "lastmile-backend-onnxruntime",
+                        "-p",
+                        "lastmile-backend-xnnpack",
+                    ],
+                    &[("LASTMILE_REQUIRE_ENGINES", "1".into())],
+                )
+            },
+        ),
         Step::cargo(
             "fmt",
             "cargo fmt --all -- --check",
             &["fmt", "--all", "--", "--check"],
+        ),
+        Step::new(
+            "bindgen",
+            "cargo xtask bindgen --check (plugin ABI bindings match the C header)",
+            |_| crate::bindgen::run(true),
         ),
         Step::cargo(
             "clippy",
@@ -122,6 +155,17 @@ fn steps() -> Vec<Step> {
                         ("LASTMILE_REQUIRE_DATA", "1".into()),
                         ("LASTMILE_DATA", ctx.data_dir.clone().into_os_string()),
                     ],
+                )
+            },
+        ),
+        Step::new(
+            "experiments",
+            "cargo xtask experiments --quick (release; asserts the paper's central claims)",
+            |ctx| {
+                crate::experiments::run(
+                    crate::experiments::Preset::Quick,
+                    None,
+                    Some(ctx.data_dir.clone()),
                 )
             },
         ),

@@ -4,12 +4,17 @@
 //! `cargo run --quiet --package xtask --`.
 
 mod asm_report;
+mod backend_test;
 mod bench;
+mod bindgen;
 mod build;
 mod ci;
 mod data;
 mod demo;
 mod doctor;
+mod experiments;
+mod mcu;
+mod sdk;
 mod test;
 mod toolchain;
 
@@ -46,6 +51,22 @@ enum Command {
     /// Run the main job end to end on the embedded digits (no set-up needed).
     #[command(long_about = demo::LONG_HELP)]
     Demo,
+    /// Run the paper's experiments on real data; write docs/results.md, plots and JSON.
+    #[command(long_about = experiments::LONG_HELP)]
+    Experiments {
+        /// A few minutes; asserts the central claims; writes target/experiments-quick (default).
+        #[arg(long, conflicts_with_all = ["medium", "full"])]
+        quick: bool,
+        /// Every section at a medium budget (~15 min); writes docs/.
+        #[arg(long, conflicts_with = "full")]
+        medium: bool,
+        /// The full budget (~40 min on 2 cores); writes docs/.
+        #[arg(long)]
+        full: bool,
+        /// Output directory instead of the preset's.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Cross-build for a target (toolchains/<triple>.toml); stripped artifacts to target/dist/.
     #[command(long_about = build::LONG_HELP)]
     Build {
@@ -59,12 +80,16 @@ enum Command {
         #[arg(long)]
         install: bool,
     },
-    /// Run the test suites for a target, under qemu once per CPU tier.
-    #[command(long_about = test::LONG_HELP)]
+    /// Run the test suites for a target (under qemu once per CPU tier), or for one backend.
+    #[command(long_about = test::LONG_HELP, after_help = backend_test::HELP)]
     Test {
         /// Target triple (a file in toolchains/).
-        #[arg(long, value_name = "TRIPLE")]
-        target: String,
+        #[arg(long, value_name = "TRIPLE", required_unless_present = "backend")]
+        target: Option<String>,
+        /// Instead: the conformance suite (and other tests) of one backend — an in-tree crate
+        /// `backends/<NAME>`, or a plugin library path (`.so`).
+        #[arg(long, value_name = "NAME|LIBRARY", conflicts_with = "target")]
+        backend: Option<String>,
         /// CPU tier(s) to run, comma-separated (aarch64: neon, dotprod, i8mm), or all.
         #[arg(long, value_name = "TIER", default_value = "all")]
         tier: String,
@@ -92,6 +117,20 @@ enum Command {
         #[arg(long, value_name = "REGEX")]
         filter: Option<String>,
     },
+    /// Generate backends/plugin/src/bindings.rs from the plugin C header (bindgen).
+    #[command(long_about = bindgen::LONG_HELP)]
+    Bindgen {
+        /// Fail if the committed bindings differ from freshly generated ones.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Install a vendor engine for the FFI backends (onnxruntime | xnnpack), idempotently.
+    #[command(long_about = sdk::LONG_HELP)]
+    Sdk {
+        /// Which engine.
+        #[arg(value_parser = ["onnxruntime", "xnnpack"])]
+        engine: String,
+    },
     /// Instructions per multiply-accumulate in the NEON GEMM inner loops, per tier (objdump).
     #[command(long_about = asm_report::LONG_HELP)]
     AsmReport {
@@ -116,17 +155,43 @@ fn main() -> ExitCode {
         Command::Data { dir } => data::run(&dir.unwrap_or_else(data::default_dir)),
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
+        Command::Experiments {
+            quick: _,
+            medium,
+            full,
+            out,
+        } => experiments::run(
+            if full {
+                experiments::Preset::Full
+            } else if medium {
+                experiments::Preset::Medium
+            } else {
+                experiments::Preset::Quick
+            },
+            out,
+            None,
+        ),
         Command::Build {
             target,
             release,
             install,
         } => build::run_build(&target, release, install),
         Command::Test {
+            backend: Some(backend),
+            ..
+        } => backend_test::run(&backend),
+        Command::Test {
             target,
             tier,
             install,
-        } => test::run_test(&target, &tier, install),
+            ..
+        } => test::run_test(target.as_deref().unwrap_or_default(), &tier, install),
         Command::Doctor { target } => doctor::run_doctor(target.as_deref()),
+        Command::Bindgen { check } => bindgen::run(check),
+        Command::Sdk { engine } => match engine.as_str() {
+            "onnxruntime" => sdk::onnxruntime(),
+            _ => sdk::xnnpack(),
+        },
         Command::AsmReport { install, write } => asm_report::run(install, write),
         Command::Bench {
             quick,

@@ -68,6 +68,10 @@ struct GlobalArgs {
     /// No progress bars (they are also hidden when stdout is not a terminal, and with --json).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Load a vendor backend plugin (a shared library speaking lastmile's plugin C ABI); its
+    /// name becomes a valid --backend. Repeatable; adds to $LASTMILE_PLUGINS (':'-separated).
+    #[arg(long, value_name = "PATH", global = true)]
+    plugin: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,7 +85,9 @@ enum Command {
     )]
     Eval(evaluate::EvalArgs),
     /// List the backends of this build, whether each can run here, and what it supports.
-    #[command(after_help = "Example:\n  lastmile backends --json")]
+    #[command(
+        after_help = "Examples:\n  lastmile backends --json\n  lastmile backends --plugin ./libmy_npu.so\n  LASTMILE_PLUGINS=/opt/a.so:/opt/b.so lastmile backends"
+    )]
     Backends(backends_cmd::BackendsArgs),
     /// Create a float model: seeded random conv features plus a closed-form ridge-regression head.
     #[command(
@@ -105,9 +111,10 @@ backend runs two forward calls, and the weights move along z in fixed point acco
 difference. Only Backend::forward is used; the frozen prefix runs once per batch.",
         after_help = "Examples:\n  lastmile adapt --model model.lmm --data digits --corrupt rotate@3 --steps 300 -o adapted.lmm\n  \
 lastmile adapt --model model.lmm --trainable all --draws 1 --rounding stochastic --json\n  \
-lastmile adapt --model model.lmm --checkpoint run.lmm --resume"
+lastmile adapt --model model.lmm --checkpoint run.lmm --resume\n  \
+lastmile adapt --config adapt.toml --steps 50   (flags override the file)"
     )]
-    Adapt(adapt::AdaptArgs),
+    Adapt(Box<adapt::AdaptArgs>),
     /// Train a float model with backpropagation (candle, CPU) from a seeded initialization.
     #[command(
         after_help = "Example:\n  lastmile pretrain --arch digits-cnn --data digits --epochs 6 -o float.lmm"
@@ -171,6 +178,7 @@ impl From<SplitArg> for lastmile_data::Split {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lastmile_backends::add_plugins(&cli.global.plugin);
     let result = match &cli.command {
         Command::Info(a) => info::run(a, Ui::new(&cli.global, a.json.json)),
         Command::Eval(a) => evaluate::run(a, Ui::new(&cli.global, a.json.json)),
