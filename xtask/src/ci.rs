@@ -130,7 +130,7 @@ fn steps() -> Vec<Step> {
         ),
         Step::new(
             "bindgen",
-            "cargo xtask bindgen --check (plugin ABI bindings match the C header)",
+            "cargo xtask bindgen --check (the plugin ABI and XNNPACK bindings match their headers)",
             |_| crate::bindgen::run(true),
         ),
         Step::cargo(
