@@ -25,16 +25,17 @@ Run every CI check in order, stopping at the first failure:
    7. experiments  cargo xtask experiments --quick: MNIST -> Fashion-MNIST transfer and step memory
              at a small budget (release build, a few minutes); fails unless QZO-FF-LP 16w8a beats
              zero-shot, 16w8a stays within 3 points of FF fp32, and FF scratch memory is below BP's
-   8. clippy-aarch64  cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon
+   8. readme  cargo run --release -- demo: the README's first command, exactly as written
+   9. clippy-aarch64  cargo clippy --target aarch64-unknown-linux-gnu -p lastmile-backend-neon
              --all-targets -- -D warnings (the NEON kernels compile only for aarch64)
-   9. aarch64 cargo xtask test --target aarch64-unknown-linux-gnu --install: the suites under
+  10. aarch64 cargo xtask test --target aarch64-unknown-linux-gnu --install: the suites under
              qemu-aarch64 on the neon, dotprod and i8mm tiers + the bit-identical training check
-  10. armv7   cargo xtask test --target armv7-unknown-linux-gnueabihf --install (qemu-arm)
-  11. thumbv7em  cargo xtask test --target thumbv7em-none-eabihf --install: the no_std crates
+  11. armv7   cargo xtask test --target armv7-unknown-linux-gnueabihf --install (qemu-arm)
+  12. thumbv7em  cargo xtask test --target thumbv7em-none-eabihf --install: the no_std crates
              build for a Cortex-M4F, and the firmware examples/mcu-adapt trains on it under
              qemu-system-arm (accuracy must rise, weights bit-identical to the host, RAM shown)
 
-Steps 8-11 install a missing cross toolchain (rustup target add, apt-get install -y) first.
+Steps 9-12 install a missing cross toolchain (rustup target add, apt-get install -y) first.
 
 Uses the cargo from $CARGO (set by `cargo run`), else `cargo` from PATH. The data directory is
 $LASTMILE_DATA, else <workspace>/data. `.ci/run` runs exactly this command.";
@@ -168,6 +169,11 @@ fn steps() -> Vec<Step> {
                     Some(ctx.data_dir.clone()),
                 )
             },
+        ),
+        Step::cargo(
+            "readme",
+            "cargo run --release -- demo (the README's first command, exactly)",
+            &["run", "--release", "--", "demo"],
         ),
         Step::new(
             "clippy-aarch64",
