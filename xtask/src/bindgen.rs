@@ -54,60 +54,16 @@ fn targets() -> [Target; 2] {
     ]
 }
 
-fn deb_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Makes sure libclang can be loaded: installs `libclang-dev` (as root) when it is missing.
 fn ensure_libclang() -> anyhow::Result<()> {
-    if std::env::var_os("LIBCLANG_PATH").is_some() || deb_installed(LIBCLANG_DEB) {
+    if std::env::var_os("LIBCLANG_PATH").is_some() {
         return Ok(());
     }
     if !Path::new("/usr/bin/dpkg-query").exists() {
         // Not Debian: let bindgen find libclang (LIBCLANG_PATH, llvm-config, usual dirs).
         return Ok(());
     }
-    if !is_root() {
-        bail!(
-            "bindgen needs libclang, which is not installed:\n  sudo apt-get update && sudo apt-get install -y {LIBCLANG_DEB}\n(or set LIBCLANG_PATH to the directory holding libclang.so)"
-        );
-    }
-    println!("==> installing {LIBCLANG_DEB} (bindgen needs libclang)");
-    let install = || {
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                LIBCLANG_DEB,
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    if !install().is_ok_and(|s| s.success()) {
-        // A fresh machine may have empty package lists: update once, then retry.
-        crate::toolchain::run(
-            Command::new("apt-get")
-                .args(["update", "-qq"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        let status = install().context("could not run apt-get install")?;
-        if !status.success() {
-            bail!("apt-get install -y {LIBCLANG_DEB} failed ({status})");
-        }
-    }
-    Ok(())
+    crate::sdk::apt_install("bindgen (libclang)", &[LIBCLANG_DEB])
 }
 
 /// The plugin ABI bindings as committed: bindgen's output, formatted by rustfmt.

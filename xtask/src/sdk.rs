@@ -186,7 +186,7 @@ pub(crate) fn xnnpack() -> anyhow::Result<()> {
 /// Installs the Debian packages `debs` that are missing (idempotent): a dry run first
 /// (after `apt-get update` if the lists do not know them), refusing anything that would
 /// remove a package; as non-root, prints the command instead.
-fn apt_install(what: &str, debs: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(what: &str, debs: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = debs.iter().copied().filter(|p| !deb_installed(p)).collect();
     if missing.is_empty() {
         println!("{what}: {} already installed", debs.join(", "));
