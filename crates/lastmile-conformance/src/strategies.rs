@@ -278,6 +278,18 @@ fn pick_r(rng: &mut TestRng, regime: Regime, typical_acc: f64) -> f64 {
     (base * e.exp2()).clamp(R_MIN, R_MAX)
 }
 
+/// The regime of a node whose output feeds further ops: ties only where the node is the
+/// graph's output. A backend declared within N LSBs (ORT, XNNPACK round ties half to even)
+/// is off by 1 LSB at a tie, and a later add or conv rescales that error (an add's output
+/// scale may be 4× finer than its inputs'), which the per-output tolerance does not model.
+fn upstream(regime: Regime) -> Regime {
+    if regime == Regime::Ties {
+        Regime::Typical
+    } else {
+        regime
+    }
+}
+
 /// In the [`Regime::Ties`] regime the output scale equals the input scale, so that
 /// `s_in·s_w/s_out = s_w` is computed exactly and a power-of-two `s_w` gives `M = 2^30`.
 fn ties_output(regime: Regime, s_in: f32, out: ActQuant) -> ActQuant {
@@ -865,7 +877,7 @@ pub fn add(bits: WeightBits) -> BoxedStrategy<Case> {
                 let regime = if q.regime == Regime::Saturating {
                     Regime::Typical
                 } else {
-                    q.regime
+                    upstream(q.regime)
                 };
                 let v = b.conv(
                     &mut rng,
@@ -1042,7 +1054,7 @@ fn small_graph_case(
                 &conv3(c, out.min(8), stride, 1),
                 x_typ,
                 q.w_fill,
-                q.regime,
+                upstream(q.regime),
                 q.bias,
                 cq,
                 act,
@@ -1088,7 +1100,7 @@ fn small_graph_case(
                 &conv3(c, c, 1, 1),
                 x_typ,
                 q.w_fill,
-                q.regime,
+                upstream(q.regime),
                 q.bias,
                 q1,
                 Activation::Relu,
@@ -1130,7 +1142,7 @@ fn small_graph_case(
                 &g,
                 x_typ,
                 q.w_fill,
-                q.regime,
+                upstream(q.regime),
                 q.bias,
                 cq,
                 Activation::Relu,
