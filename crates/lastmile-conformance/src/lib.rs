@@ -25,19 +25,31 @@
 //! For tools, [`run_all`] runs everything and returns a [`Report`] instead of
 //! panicking. The [`oracle`] module checks the reference itself against real
 //! arithmetic with derived error bounds. See `docs/conformance.md`.
+//!
+//! Shared by backends' own tests: [`ties::probe`] (requantization ties),
+//! [`exactness::measure`] (how far a tolerant backend is from the reference),
+//! `training::assert_identical_to_reference` (QZO-FF through a backend gives the
+//! reference's weights; feature `training`, on by default) and [`load_engine`] (skip
+//! when a run-time engine library is absent, unless `LASTMILE_REQUIRE_ENGINES=1`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bad_input;
 pub mod case;
 pub mod check;
+pub mod engine;
+pub mod exactness;
 pub mod oracle;
 pub mod runner;
 pub mod strategies;
+pub mod ties;
+#[cfg(feature = "training")]
+pub mod training;
 
 pub use bad_input::check_bad_input;
 pub use case::{Case, Family, Update};
 pub use check::{Mismatch, Outcome, Problem, check_case, check_case_outcome};
+pub use engine::load_engine;
 pub use runner::{
     DEFAULT_CASES, FamilyReport, Report, Settings, Status, run_all, run_all_with, run_family,
     run_family_test,
