@@ -946,7 +946,9 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let last = curve.last().map_or(zero_acc, |p| p.accuracy);
-    let mut adapted = trainer.model();
+    let (trainable_params, frozen_prefix_nodes) =
+        (trainer.trainable_elements(), trainer.prefix_nodes());
+    let mut adapted = trainer.into_model();
     adapted.metadata.remove(STATE_KEY);
     adapted.metadata.remove(MOMENTUM_KEY);
     adapted.metadata.insert(
@@ -967,8 +969,8 @@ pub fn run(args: &AdaptArgs, ui: Ui) -> Result<()> {
             backend: format!("{}/{}", backend.name(), backend.tier()),
             data: &train.name,
             samples: train.len(),
-            trainable_params: trainer.trainable_elements(),
-            frozen_prefix_nodes: trainer.prefix_nodes(),
+            trainable_params,
+            frozen_prefix_nodes,
             state: &state,
             zero_shot_accuracy: zero_acc,
             adapted_accuracy: last,

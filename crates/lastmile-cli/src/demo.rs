@@ -201,8 +201,11 @@ pub fn run(args: &DemoArgs, ui: Ui) -> Result<()> {
     }
     let ff_secs = ff_start.elapsed().as_secs_f64();
     let ff_acc = curve.last().map_or(zero, |p| p.1);
-    lastmile_core::format::save_quant(&args.out.join("demo-16w8a-adapted.lmm"), &trainer.model())
-        .map_err(|e| anyhow!("{e}"))?;
+    lastmile_core::format::save_quant(
+        &args.out.join("demo-16w8a-adapted.lmm"),
+        &trainer.into_model(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     say(
         ui,
         &format!(

@@ -196,11 +196,24 @@ impl Trainer {
         ))
     }
 
-    /// The model with the trained weights written back.
+    /// The model with the trained weights written back (a copy: the trainer keeps its
+    /// own; [`Trainer::into_model`] avoids the copy when training is over).
     pub fn model(&self) -> QuantModel {
         let mut m = self.model.clone();
         for (i, &orig) in self.split.suffix_param_origin.iter().enumerate() {
             m.params[orig] = self.split.suffix.params[i].clone();
+        }
+        m
+    }
+
+    /// Ends training: the model with the trained weights written back, the same as
+    /// [`Trainer::model`] but moving the weights instead of cloning them (the prepared
+    /// models are dropped).
+    pub fn into_model(self) -> QuantModel {
+        let mut m = self.model;
+        let suffix = self.split.suffix.params;
+        for (p, &orig) in suffix.into_iter().zip(&self.split.suffix_param_origin) {
+            m.params[orig] = p;
         }
         m
     }

@@ -94,7 +94,7 @@ fn train(bits: WeightBits, cfg: StepConfig, steps: usize, lr: f64) -> (f64, f64,
         }
     }
     let after = accuracy(&mut t, &test, q_in);
-    (before, after, t.model())
+    (before, after, t.into_model())
 }
 
 // ε and lr in weight LSBs: 512/32767 ≈ 1.6 % and 2000/32767 ≈ 6 % of the largest code.
@@ -123,6 +123,36 @@ fn qzo_ff_16w8a_head_learns_digits() {
     );
     // Seen: 6.1% -> 48.2% in 400 steps (2400 forwards of the head).
     assert!(after > before + 0.25, "accuracy {before} -> {after}");
+}
+
+#[test]
+fn into_model_returns_the_weights_model_returns() {
+    let train = digits_split(Split::Train);
+    let start = random_mlp(WeightBits::W16, &train);
+    let q_in = start.act[0];
+    let mut t = Trainer::new(&CpuRef, start.clone(), cfg(5)).unwrap();
+    let x: Vec<i8> = pixels(&train)[..32 * 64]
+        .iter()
+        .map(|&v| q_in.quantize(v))
+        .collect();
+    for _ in 0..5 {
+        t.step(&x, &train.labels[..32], LR).unwrap();
+    }
+    let copied = t.model();
+    let moved = t.into_model();
+    assert_eq!(moved, copied);
+    // The head (after a frozen prefix: suffix parameter i is model parameter i + 2) moved;
+    // the frozen hidden layer did not.
+    assert_ne!(
+        moved.params[2..],
+        start.params[2..],
+        "training must move the head"
+    );
+    assert_eq!(
+        moved.params[..2],
+        start.params[..2],
+        "the frozen prefix is untouched"
+    );
 }
 
 #[test]

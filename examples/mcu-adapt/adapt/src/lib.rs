@@ -330,8 +330,7 @@ pub fn run(
     );
     let trainable = trainer.trainable_elements();
     let steps = trainer.steps();
-    let trained = trainer.model();
-    drop(trainer);
+    let trained = trainer.into_model();
     let trained_sha256 = weights_sha256(&trained);
     // The starting weights are re-read from the file rather than kept during training.
     let changed = changed_codes(&parse_model(model_file)?, &trained);
