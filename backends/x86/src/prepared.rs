@@ -155,16 +155,8 @@ impl KernelTable for Table {
                     );
                     Exec::Gemm(Box::new(layer), p)
                 } else if ws[3] == 1 && ws[0] == inp[2] {
-                    let c_pad = ws[0].div_ceil(16) * 16;
-                    let mut layer = DwLayer {
-                        geom,
-                        zp_in: *zp_in,
-                        wide: bits == WeightBits::W16,
-                        c_pad,
-                        w: Vec::new(),
-                        bias32: Vec::new(),
-                        requant: Requant::new(multipliers, c_pad, clamp),
-                    };
+                    let wide = bits == WeightBits::W16;
+                    let mut layer = DwLayer::new(geom, *zp_in, wide, multipliers, clamp);
                     layer.pack(weights(wp));
                     layer.set_bias(bias);
                     Exec::Depthwise(Box::new(layer), p)

@@ -74,11 +74,19 @@ fn acc32(rng: &mut Rng) -> i32 {
 fn requant32_is_the_spec_for_every_multiplier_and_shift() {
     let mut rng = Rng(1);
     for tok in tokens() {
-        for _ in 0..4000 {
+        for i in 0..6000 {
             let len = 32;
             let acc: Vec<i32> = (0..len).map(|_| acc32(&mut rng)).collect();
             let corr: Vec<i32> = (0..len).map(|_| acc32(&mut rng)).collect();
-            let ms: Vec<QuantMultiplier> = (0..len).map(|_| multiplier(&mut rng, 1)).collect();
+            // Any shift; or all ≥ 33 (the 32-bit high-dword path), optionally with one
+            // lane below (that vector must take the 64-bit path).
+            let min_shift = if i % 3 == 0 { 1 } else { 33 };
+            let mut ms: Vec<QuantMultiplier> =
+                (0..len).map(|_| multiplier(&mut rng, min_shift)).collect();
+            if i % 3 == 2 {
+                let j = rng.range(0, len as i64 - 1) as usize;
+                ms[j].shift = rng.range(1, 32) as u32;
+            }
             let mult: Vec<i32> = ms.iter().map(|m| m.multiplier).collect();
             let shift: Vec<i32> = ms.iter().map(|m| m.shift as i32).collect();
             let q = clamps(&mut rng);
@@ -193,6 +201,12 @@ fn requant_ties_round_half_up() {
         tok.requant32(&acc, &vec![0; n], &mult, &shift, q, &mut out);
         for (a, o) in acc.iter().zip(&out) {
             assert_eq!(*o as i32, (a + 1).div_euclid(2), "{tok:?} {a}");
+        }
+        // ×2^-3 through the n ≥ 33 path: acc = 8j + 4 is a tie.
+        let acc8: Vec<i32> = acc.iter().map(|&a| 4 * a).collect();
+        tok.requant32(&acc8, &vec![0; n], &mult, &vec![33; n], q, &mut out);
+        for (a, o) in acc8.iter().zip(&out) {
+            assert_eq!(*o as i32, (a + 4).div_euclid(8), "{tok:?} n=33 {a}");
         }
         let acc64: Vec<i64> = acc.iter().map(|&a| a as i64 * (1 << 20)).collect();
         let shift64 = vec![51; n]; // ×2^-21 ⇒ a·2^20/2^21 = a/2
@@ -448,4 +462,164 @@ fn packing_puts_every_weight_where_the_tile_reads_it() {
             }
         }
     }
+}
+
+#[test]
+fn depthwise_matches_the_reference_on_every_path() {
+    use lastmile_backend_cpu_ref::kernels::{DotQuant, Weights, conv2d};
+    use lastmile_core::graph::{Conv2d, ParamId};
+    use lastmile_core::quant::Activation;
+
+    use crate::depthwise::{DwLayer, DwScratch};
+    use crate::gather::ConvGeom;
+
+    let mut rng = Rng(21);
+    let (mut fused_seen, mut i64_seen) = ([0usize; 2], 0);
+    for tok in tokens() {
+        for case in 0..600 {
+            let c = [1usize, 5, 8, 13, 16, 24, 32, 40, 48, 64, 72][rng.range(0, 10) as usize];
+            let (kh, kw) = [
+                (3usize, 3usize),
+                (3, 3),
+                (3, 3),
+                (1, 3),
+                (5, 3),
+                (3, 5),
+                (2, 3),
+            ][rng.range(0, 6) as usize];
+            let stride = [rng.range(1, 3) as usize, rng.range(1, 3) as usize];
+            let dilation = if case % 5 == 0 {
+                [2, rng.range(1, 2) as usize]
+            } else {
+                [1, 1]
+            };
+            let padding: [usize; 4] = core::array::from_fn(|_| rng.range(0, 2) as usize);
+            let (h, w) = (rng.range(1, 6) as usize, rng.range(1, 21) as usize);
+            let span = |k: usize, d: usize| d * (k - 1) + 1;
+            let (hp, wp) = (h + padding[0] + padding[2], w + padding[1] + padding[3]);
+            if hp < span(kh, dilation[0]) || wp < span(kw, dilation[1]) {
+                continue;
+            }
+            let ho = (hp - span(kh, dilation[0])) / stride[0] + 1;
+            let wo = (wp - span(kw, dilation[1])) / stride[1] + 1;
+            let wide = case % 2 == 1;
+            let extreme = case % 7 == 0;
+            let qmax: i64 = if wide { 32767 } else { 127 };
+            let taps = kh * kw;
+            let codes: Vec<i64> = (0..c * taps)
+                .map(|i| match (extreme, (i / taps) % 2) {
+                    (true, 0) => qmax,
+                    (true, _) => -qmax,
+                    _ => rng.range(-qmax, qmax),
+                })
+                .collect();
+            let (w8, w16): (Vec<i8>, Vec<i16>) = (
+                codes.iter().map(|&v| v as i8).collect(),
+                codes.iter().map(|&v| v as i16).collect(),
+            );
+            let weights = if wide {
+                Weights::I16(&w16)
+            } else {
+                Weights::I8(&w8)
+            };
+            let zp_in = if extreme {
+                -128
+            } else {
+                rng.range(-128, 127) as i32
+            };
+            let n = rng.range(1, 2) as usize;
+            let x: Vec<i8> = (0..n * h * w * c)
+                .map(|_| {
+                    if extreme {
+                        127
+                    } else {
+                        rng.range(-128, 127) as i8
+                    }
+                })
+                .collect();
+            // Scales that spread typical accumulators over the output range: every shift
+            // ≥ 33 (8-bit weights: requantized in registers), or one channel below (the
+            // 64-bit path for its vector; for 16-bit weights one below 22: scalar).
+            let typical = (taps as f64).sqrt() * 100.0 * qmax as f64 / 2.0;
+            let n_typ = (30.5 + (typical / 64.0).log2()).round() as i64;
+            let mut ms: Vec<QuantMultiplier> = (0..c)
+                .map(|_| QuantMultiplier {
+                    shift: rng.range(n_typ - 1, n_typ + 1).clamp(33, 62) as u32,
+                    ..multiplier(&mut rng, 1)
+                })
+                .collect();
+            if case % 4 >= 2 {
+                ms[0].shift = if wide && case % 8 >= 6 { 21 } else { 32 };
+            }
+            let bmax = if wide && case % 6 == 1 {
+                i32::MAX as i64
+            } else {
+                typical as i64
+            };
+            let mut bias: Vec<i32> = (0..c).map(|_| rng.range(-bmax, bmax) as i32).collect();
+            if bmax == i32::MAX as i64 {
+                bias[0] = -i32::MAX; // too large for the narrow 16w8a path
+            }
+            let q = clamps(&mut rng);
+            let geom = ConvGeom {
+                h,
+                w,
+                c_in: c,
+                kh,
+                kw,
+                stride,
+                dilation,
+                pad: [padding[0], padding[1]],
+                ho,
+                wo,
+            };
+            let mut layer = DwLayer::new(geom.clone(), zp_in, wide, &ms, q);
+            layer.pack(weights);
+            layer.set_bias(Some(&bias));
+            fused_seen[usize::from(layer.is_fused())] += 1;
+            i64_seen += usize::from(layer.is_i64());
+            let threads = 1 + case % 3;
+            let mut scratch: Vec<DwScratch> = (0..threads).map(|_| DwScratch::default()).collect();
+            let mut y = vec![0i8; n * ho * wo * c];
+            layer.run(tok, &x, n, &mut y, &mut scratch);
+            let attrs = Conv2d {
+                weight: ParamId(0),
+                bias: Some(ParamId(1)),
+                stride,
+                padding,
+                dilation,
+                groups: c,
+                activation: Activation::None,
+            };
+            let dq = DotQuant {
+                multipliers: &ms,
+                zp_in,
+                zp_out: q.zp,
+                lo: q.lo,
+                hi: q.hi,
+            };
+            let mut want = vec![0i8; y.len()];
+            let (ins, outs) = ([h, w, c], [ho, wo, c]);
+            conv2d(
+                &attrs,
+                dq,
+                &x,
+                &ins,
+                weights,
+                &[c, kh, kw, 1],
+                Some(&bias),
+                &outs,
+                n,
+                &mut want,
+            );
+            assert_eq!(
+                y, want,
+                "{tok:?} case {case}: {geom:?} wide {wide} n {n} zp {zp_in}"
+            );
+        }
+    }
+    assert!(
+        fused_seen[0] > 0 && fused_seen[1] > 0 && i64_seen > 0,
+        "{fused_seen:?} {i64_seen}"
+    );
 }

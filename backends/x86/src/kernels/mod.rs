@@ -11,7 +11,8 @@
 //! * [`simd`] — intrinsic wrappers (`Simd`, `Dot`) so the tile loop is written once;
 //! * [`gemm`] — the `MR × NB·LANES` GEMM tile per tier;
 //! * [`requant`] — vectorized requantization (exact, see its docs);
-//! * [`dw`] — depthwise convolution of one output pixel.
+//! * [`dw`] — depthwise convolution: a generic run-of-pixels kernel and the register-blocked
+//!   3-wide one (with in-register requantization).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod dw;
@@ -586,12 +587,159 @@ impl Token {
                         let mut s = 0i32;
                         for (&xr, &wo) in x_rel.iter().zip(w_off) {
                             let xv = x[xb + xr + ch] as i32 - zp;
-                            s = s.wrapping_add(xv.wrapping_mul(w[wo + ch]));
+                            // Packed weights hold the code in the low 16 bits.
+                            s = s.wrapping_add(xv.wrapping_mul(w[wo + ch] as i16 as i32));
                         }
                         acc[p * c_pad + ch] = s;
                     }
                 }
             }
+        }
+    }
+}
+
+/// Where [`Token::depthwise3`] puts its results.
+#[derive(Debug)]
+pub(crate) enum Dw3Dst<'a> {
+    /// `pixels × c_pad` raw accumulators `Σ (x − zp)·w` (wrapping `i32`; lanes `≥ c`
+    /// unspecified).
+    Acc(&'a mut [i32]),
+    /// Requantized: pixel `p`'s `c` codes at `y[p·c ..]`, from `bias + Σ (x − zp)·w` with
+    /// per-channel `mult`/`shift` (at least `c_pad` each; shifts of channels `< c` must be
+    /// in `33..=62`, see `requant`).
+    Codes {
+        y: &'a mut [i8],
+        bias: &'a [i32],
+        mult: &'a [i32],
+        shift: &'a [i32],
+        q: Clamp,
+    },
+}
+
+/// Per used kernel row of a [`Token::depthwise3`] run: offsets of the input row (from
+/// the window origin), of its tap `kx = 0` weight row in `w`, and of its `Σ_kx w` row in
+/// `wsum`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dw3Rows<'a> {
+    pub x: &'a [usize],
+    pub w: &'a [usize],
+    pub sum: &'a [usize],
+}
+
+impl Token {
+    /// Depthwise 3-wide run: `pixels` output pixels whose three kernel columns (`kw = 3`,
+    /// column dilation 1, column stride `stride ∈ {1, 2}`) are all inside the image. With
+    /// `S(p, ch) = Σ_r Σ_{kx<3} (x[base0 + p·stride·c + rows.x[r] + kx·c + ch] − zp) ·
+    /// w16[rows.w[r] + kx·c_pad + ch]`, where `w16` is the low 16 bits of each packed
+    /// weight (the high 16 must be zero) and `wsum[rows.sum[r] + ch]` must be
+    /// `Σ_kx w16[rows.w[r] + kx·c_pad + ch]`: writes `S` (wrapping `i32`) or its
+    /// requantization (see [`Dw3Dst`]). `c_pad = ⌈c/16⌉·16`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn depthwise3(
+        self,
+        x: &[i8],
+        base0: usize,
+        stride: usize,
+        pixels: usize,
+        rows: Dw3Rows<'_>,
+        w: &[i32],
+        wsum: &[i32],
+        c: usize,
+        zp: i32,
+        dst: Dw3Dst<'_>,
+    ) {
+        let c_pad = c.div_ceil(16) * 16;
+        assert!(stride == 1 || stride == 2, "depthwise3: stride {stride}");
+        assert!(
+            rows.x.len() == rows.w.len() && rows.x.len() == rows.sum.len(),
+            "depthwise3: row lists differ"
+        );
+        let out = match dst {
+            Dw3Dst::Acc(acc) => {
+                assert!(
+                    pixels.checked_mul(c_pad).is_some_and(|n| n <= acc.len()),
+                    "depthwise3: acc"
+                );
+                dw::Dw3Out::Acc(acc.as_mut_ptr())
+            }
+            Dw3Dst::Codes {
+                y,
+                bias,
+                mult,
+                shift,
+                q,
+            } => {
+                assert!(
+                    pixels.checked_mul(c).is_some_and(|n| n <= y.len()),
+                    "depthwise3: output"
+                );
+                assert!(
+                    bias.len() >= c_pad && mult.len() >= c_pad && shift.len() >= c_pad,
+                    "depthwise3: requantization tables"
+                );
+                assert!(
+                    shift[..c].iter().all(|s| (33..=62).contains(s)),
+                    "depthwise3: shift outside 33..=62"
+                );
+                dw::Dw3Out::Codes {
+                    y: y.as_mut_ptr(),
+                    bias: bias.as_ptr(),
+                    mult: mult.as_ptr(),
+                    shift: shift.as_ptr(),
+                    q,
+                }
+            }
+        };
+        if pixels == 0 || c == 0 {
+            return;
+        }
+        let step = stride * c;
+        // Origins grow with `p`, so the last pixel bounds every input read.
+        let last = (pixels - 1)
+            .checked_mul(step)
+            .and_then(|o| o.checked_add(base0))
+            .expect("depthwise3: offsets overflow");
+        for ((&ro, &wo), &so) in rows.x.iter().zip(rows.w).zip(rows.sum) {
+            let end = last.checked_add(ro).and_then(|o| o.checked_add(3 * c));
+            assert!(end.is_some_and(|e| e <= x.len()), "depthwise3: input");
+            assert!(
+                wo.checked_add(3 * c_pad).is_some_and(|e| e <= w.len()),
+                "depthwise3: weights"
+            );
+            assert!(
+                so.checked_add(c_pad).is_some_and(|e| e <= wsum.len()),
+                "depthwise3: weight sums"
+            );
+        }
+        let raw = dw::RawDw3 {
+            x: x.as_ptr(),
+            base0,
+            step,
+            pixels,
+            row_off: rows.x.as_ptr(),
+            w_off: rows.w.as_ptr(),
+            sum_off: rows.sum.as_ptr(),
+            wsum: wsum.as_ptr(),
+            rows: rows.x.len(),
+            w: w.as_ptr(),
+            c,
+            c_pad,
+            zp,
+            out,
+        };
+        // Each arm: `step == stride·c` with stride 1 or 2; for every pixel and used row
+        // the input has `3·c` readable codes from the window origin, the weights `3·c_pad`
+        // values from the row's offset and the sums `c_pad`; the destination holds
+        // `pixels·c_pad` values (Acc) or `pixels·c` codes with `c_pad`-long tables and
+        // shifts in 33..=62 for channels `< c` (Codes) (asserted above); the three tables
+        // have `rows` entries; `c_pad` is a multiple of 16 ≥ `c`.
+        match self.isa {
+            // SAFETY: see above; the token proves avx512f/bw/vl/vnni.
+            Isa::Avx512Vnni => unsafe { dw::dw3_zmm(raw, stride) },
+            // SAFETY: see above; the token proves avx2 and avxvnni.
+            Isa::AvxVnni => unsafe { dw::dw3_ymm_vnni(raw, stride) },
+            // SAFETY: see above; the token proves avx2.
+            Isa::Avx2 => unsafe { dw::dw3_ymm(raw, stride) },
         }
     }
 }

@@ -10,6 +10,14 @@
 //!   (nested floor divisions by powers of two), every term within `i64`. Needs `n ≥ 22`;
 //!   the caller routes layers with a smaller shift to the scalar spec function.
 //!
+//! * `i32` accumulators whose shifts are all `n ≥ 33` (the common case: effective scales
+//!   below 2^−2): with `k = n − 32 ≥ 1` and `H = ⌊acc·M / 2^32⌋` (the high dword of the
+//!   exact 64-bit product), `⌊(acc·M + 2^(n−1)) / 2^n⌋ = ⌊(H + 2^(k−1)) / 2^k⌋` — adding
+//!   `2^(n−1) = 2^32·2^(k−1)` does not change the low dword, and nested floor divisions
+//!   by powers of two are exact. `|acc·M| < 2^62`, so `|H| ≤ 2^30` and `H + 2^(k−1)`
+//!   (`k ≤ 30`) fits `i32`; so does the result, and the rest runs on 32-bit lanes. Checked
+//!   per vector; a vector with a smaller shift takes the 64-bit path.
+//!
 //! AVX2 has no 64-bit arithmetic right shift: `v >> s` is computed as
 //! `((v + 2^62) >>> s) − (2^62 >>> s)` (logical shifts), exact for `−2^62 ≤ v < 3·2^62`
 //! and `s ≤ 62`, which every use below satisfies.
@@ -83,6 +91,17 @@ unsafe fn requant32_row_zmm(
             _mm512_set1_epi64(q.hi as i64),
         )
     };
+    // SAFETY: register setup; the caller has avx512f.
+    let (s32, s33, one32, zp32, lo32, hi32) = unsafe {
+        (
+            _mm512_set1_epi32(32),
+            _mm512_set1_epi32(33),
+            _mm512_set1_epi32(1),
+            _mm512_set1_epi32(q.zp),
+            _mm512_set1_epi32(q.lo),
+            _mm512_set1_epi32(q.hi),
+        )
+    };
     let mut c = 0;
     while c < len {
         // SAFETY: `c + 16 ≤ len`, so each 64-byte load and the 16-byte store are in bounds
@@ -94,6 +113,21 @@ unsafe fn requant32_row_zmm(
             );
             let m = _mm512_loadu_si512(mult.add(c) as *const __m512i);
             let s = _mm512_loadu_si512(shift.add(c) as *const __m512i);
+            if _mm512_cmplt_epi32_mask(s, s33) == 0 {
+                // Every n ≥ 33: the high-dword path (module docs).
+                let pe = _mm512_mul_epi32(a, m);
+                let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+                // Even lanes ← the high dword of their product (dword 2i+1 of `pe`); odd
+                // lanes keep the high dword of theirs, already in place in `po`.
+                let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
+                let k = _mm512_sub_epi32(s, s32);
+                let rnd = _mm512_sllv_epi32(one32, _mm512_sub_epi32(k, one32));
+                let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
+                let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y, zp32), lo32), hi32);
+                _mm_storeu_si128(out.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(y));
+                c += 16;
+                continue;
+            }
             let se = _mm512_and_si512(s, low32);
             let so = _mm512_srli_epi64::<32>(s);
             let pe = _mm512_mul_epi32(a, m);
@@ -278,6 +312,17 @@ unsafe fn requant32_row_ymm(
             _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
         )
     };
+    // SAFETY: register setup; the caller has avx2.
+    let (s32, s33, one32, zp32, lo32, hi32) = unsafe {
+        (
+            _mm256_set1_epi32(32),
+            _mm256_set1_epi32(33),
+            _mm256_set1_epi32(1),
+            _mm256_set1_epi32(q.zp),
+            _mm256_set1_epi32(q.lo),
+            _mm256_set1_epi32(q.hi),
+        )
+    };
     let mut c = 0;
     while c < len {
         // SAFETY: `c + 8 ≤ len`: 32-byte loads and the 8-byte store are in bounds by the
@@ -290,6 +335,24 @@ unsafe fn requant32_row_ymm(
             );
             let m = _mm256_loadu_si256(mult.add(c) as *const __m256i);
             let s = _mm256_loadu_si256(shift.add(c) as *const __m256i);
+            if _mm256_movemask_epi8(_mm256_cmpgt_epi32(s33, s)) == 0 {
+                // Every n ≥ 33: the high-dword path (module docs).
+                let pe = _mm256_mul_epi32(a, m);
+                let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(m));
+                // Even lanes ← the high dword of their product; odd lanes keep theirs.
+                let h = _mm256_blend_epi32::<0b1010_1010>(_mm256_shuffle_epi32::<0xF5>(pe), po);
+                let k = _mm256_sub_epi32(s, s32);
+                let rnd = _mm256_sllv_epi32(one32, _mm256_sub_epi32(k, one32));
+                let y = _mm256_srav_epi32(_mm256_add_epi32(h, rnd), k);
+                let y = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(y, zp32), lo32), hi32);
+                // Values are in [−128, 127]: narrow 8 × i32 to 8 × i8 in lane order.
+                let p16 = _mm256_packs_epi32(y, y);
+                let p8 = _mm256_packs_epi16(p16, p16);
+                let p8 = _mm256_permutevar8x32_epi32(p8, gather);
+                _mm_storel_epi64(out.add(c) as *mut __m128i, _mm256_castsi256_si128(p8));
+                c += 8;
+                continue;
+            }
             let se = _mm256_and_si256(s, low32);
             let so = _mm256_srli_epi64::<32>(s);
             let pe = _mm256_mul_epi32(a, m);
