@@ -168,6 +168,28 @@ pub trait PreparedModel: Send + core::fmt::Debug {
     fn output_shape(&self) -> &[usize];
 }
 
+/// Index of the first code with `|code| > bound`. Runs on every trainable tensor before every
+/// forward, so it is a branch-free pass in the tensor's own type, which vectorizes (an
+/// element-by-element `QData::get` scan cost ~0.6 ns per code, more than re-packing the
+/// weights), and looks for the index only when some code is out of range.
+fn first_out_of_range(data: &crate::model::QData, bound: i64) -> Option<usize> {
+    fn scan<T: Copy + Into<i64>>(codes: &[T], bound: i64) -> Option<usize> {
+        let out = |x: T| {
+            let x: i64 = x.into();
+            (x > bound) | (x < -bound)
+        };
+        if !codes.iter().fold(false, |any, &x| any | out(x)) {
+            return None;
+        }
+        codes.iter().position(|&x| out(x))
+    }
+    match data {
+        crate::model::QData::I8(v) => scan(v, bound),
+        crate::model::QData::I16(v) => scan(v, bound),
+        crate::model::QData::I32(v) => scan(v, bound),
+    }
+}
+
 /// Common argument checks for [`PreparedModel::forward`] implementations.
 ///
 /// `prepared` is the model as given to `prepare` (its parameter *data* is not read).
@@ -224,7 +246,7 @@ pub fn check_forward_args(
             )));
         }
         if s.trainable
-            && let Some(i) = (0..p.data.len()).find(|&i| (p.data.get(i) as i64).abs() > bound)
+            && let Some(i) = first_out_of_range(&p.data, bound)
         {
             return Err(BackendError::InvalidInput(format!(
                 "trainable parameter '{}' code #{i} = {} is outside [-{bound}, {bound}]",
@@ -239,4 +261,27 @@ pub fn check_forward_args(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_out_of_range;
+    use crate::model::QData;
+    use alloc::vec;
+
+    #[test]
+    fn out_of_range_codes_are_found_at_their_index() {
+        let mut w8 = vec![127i8; 1000];
+        assert_eq!(first_out_of_range(&QData::I8(w8.clone()), 127), None);
+        w8[700] = i8::MIN;
+        w8[900] = i8::MIN;
+        assert_eq!(first_out_of_range(&QData::I8(w8), 127), Some(700));
+        let mut w16 = vec![-32767i16; 33];
+        assert_eq!(first_out_of_range(&QData::I16(w16.clone()), 32767), None);
+        w16[32] = i16::MIN;
+        assert_eq!(first_out_of_range(&QData::I16(w16), 32767), Some(32));
+        let b = QData::I32(vec![0, 5, -6, 5]);
+        assert_eq!(first_out_of_range(&b, 5), Some(2));
+        assert_eq!(first_out_of_range(&b, 6), None);
+    }
 }
