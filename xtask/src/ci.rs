@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 pub(crate) const LONG_HELP: &str = "\
 Run every CI check in order, stopping at the first failure:
 
-   1. data    fetch MNIST and Fashion-MNIST (same as `cargo xtask data`)
+   1. data    fetch MNIST and Fashion-MNIST (`cargo xtask data` minus the synthetic speech set,
+             which only `experiments --medium/--full` use)
    2. engines cargo xtask sdk onnxruntime + cargo xtask sdk xnnpack (idempotent), then the
              ONNX Runtime and XNNPACK backends' tests (conformance within their declared
              tolerance, measured exactness) with LASTMILE_REQUIRE_ENGINES=1

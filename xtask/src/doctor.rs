@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::toolchain::{Toolchain, known_triples, on_path, run};
 
@@ -39,7 +39,7 @@ impl Missing {
             v.push(format!("rustup target add {t}"));
         }
         if !self.apt.is_empty() {
-            let sudo = if is_root() { "" } else { "sudo " };
+            let sudo = if crate::apt::is_root() { "" } else { "sudo " };
             v.push(format!(
                 "{sudo}apt-get update && {sudo}apt-get install -y {}",
                 self.apt.join(" ")
@@ -47,14 +47,6 @@ impl Missing {
         }
         v
     }
-}
-
-pub(crate) fn is_root() -> bool {
-    // `id -u` avoids a libc dependency.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn installed_rustup_targets() -> Vec<String> {
@@ -71,14 +63,6 @@ fn installed_rustup_targets() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether a Debian package is installed (`dpkg-query`).
-fn apt_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
 /// What `t` is missing on this machine.
 pub(crate) fn check(t: &Toolchain) -> Missing {
     let mut m = Missing::default();
@@ -88,7 +72,7 @@ pub(crate) fn check(t: &Toolchain) -> Missing {
     m.apt = t
         .apt_packages
         .iter()
-        .filter(|p| !apt_installed(p))
+        .filter(|p| !crate::apt::installed(p))
         .cloned()
         .collect();
     // Programs count as missing only when no missing package would bring them.
@@ -129,49 +113,13 @@ pub(crate) fn ensure(t: &Toolchain, install: bool) -> anyhow::Result<()> {
             .current_dir(crate::workspace_root()))?;
     }
     if !m.apt.is_empty() {
-        if !is_root() {
-            bail!(
-                "the {} toolchain needs Debian packages ({}) and installing them needs root:\n  sudo apt-get update && sudo apt-get install -y {}",
-                t.triple,
-                m.apt.join(", "),
-                m.apt.join(" ")
-            );
-        }
         println!(
             "==> installing Debian packages for {}: {}",
             t.triple,
             m.apt.join(" ")
         );
-        // A fresh machine may have empty package lists: update once, then install.
-        run(Command::new("apt-get")
-            .args(["update", "-qq"])
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-        // Never remove packages behind the user's back: Debian's cross compilers conflict
-        // with the `gcc-multilib` metapackage, for one. Simulate first, refuse on removals.
-        let sim = Command::new("apt-get")
-            .args(["install", "-s", "--no-install-recommends"])
-            .args(&m.apt)
-            .output()
-            .context("could not run apt-get install -s")?;
-        let removals: Vec<String> = String::from_utf8_lossy(&sim.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("Remv "))
-            .map(|l| l.split_whitespace().next().unwrap_or(l).to_string())
-            .collect();
-        if !removals.is_empty() {
-            bail!(
-                "installing {} would REMOVE installed packages: {} (a Debian conflict, e.g. \
-                 gcc-multilib vs the cross gcc; `gcc -m32` keeps working through gcc-12-multilib). \
-                 xtask does not remove packages; if that is acceptable, run:\n  apt-get install -y {}",
-                m.apt.join(" "),
-                removals.join(", "),
-                m.apt.join(" ")
-            );
-        }
-        run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&m.apt)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        let debs: Vec<&str> = m.apt.iter().map(String::as_str).collect();
+        crate::apt::install(&format!("the {} toolchain", t.triple), &debs)?;
     }
     let after = check(t);
     if !after.is_empty() {

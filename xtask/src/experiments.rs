@@ -8,11 +8,14 @@ use anyhow::{Context, bail};
 
 pub(crate) const LONG_HELP: &str = "\
 Run the paper's experiments on real data (MNIST, Fashion-MNIST; `cargo xtask data` fetches them)
-with fixed seeds, and write a Markdown report with tables (mean ± std over 3 seeds), PNG plots
+and on SYNTHETIC speech (espeak-ng; --medium/--full generate it first if missing) with fixed seeds, and write a Markdown report with tables (mean ± std over 3 seeds), PNG plots
 and raw JSON:
 
   1. cross-domain few-shot transfer MNIST -> Fashion-MNIST (zero-shot, BP, FF fp32, QZO-FF 16w8a/8w8a)
   2. OOD adaptation to synthetic corruptions of MNIST (depth, sparse update)
+  3. keyword spotting on SYNTHETIC speech: a DS-CNN (kws-dscnn) BP-pretrained on log-mels of
+     espeak-ng source speakers, adapted to unseen accents/voices with K clips per word
+     (zero-shot, BP-LP/FT fp32, QZO-FF 16w8a LP/FT, QZO-FF 8w8a FT); --medium and --full only
   4. ablations (m, sign-SPSA vs SPSA, sharpness-aware, kernel-norm, rounding, random init)
   5. memory of one step (BP vs FF, FT vs LP, fp32 vs 16w8a; measured and analytic)
   6. loss landscape with BP and QZO-FF trajectories
@@ -59,6 +62,14 @@ pub(crate) fn run(
         Preset::Full => ("full", root.join("docs"), false),
     };
     let out = out.unwrap_or(default_out);
+    let data = data.unwrap_or_else(crate::data::default_dir);
+    if !matches!(preset, Preset::Quick) {
+        // Section 3 needs the synthetic speech set (quick, i.e. CI, does not).
+        crate::data::speech(&data).context(
+            "section 3 needs the synthetic speech set: run `cargo xtask data` (installs \
+             espeak-ng with apt and generates it)",
+        )?;
+    }
     let mut cmd = Command::new(&bin);
     cmd.current_dir(&root)
         .args(["--preset", name, "--out"])
@@ -66,10 +77,7 @@ pub(crate) fn run(
     if check {
         cmd.arg("--check");
     }
-    cmd.env(
-        "LASTMILE_DATA",
-        data.unwrap_or_else(crate::data::default_dir),
-    );
+    cmd.env("LASTMILE_DATA", &data);
     let status = cmd
         .status()
         .with_context(|| format!("could not start {}", bin.display()))?;

@@ -3,6 +3,7 @@
 //! `cargo xtask` is an alias (see `.cargo/config.toml`) for
 //! `cargo run --quiet --package xtask --`.
 
+mod apt;
 mod asm_report;
 mod backend_test;
 mod bench;
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fetch MNIST and Fashion-MNIST into the data directory (idempotent).
+    /// Fetch MNIST and Fashion-MNIST, generate synthetic speech (idempotent).
     #[command(long_about = data::LONG_HELP)]
     Data {
         /// Data root to fill [default: $LASTMILE_DATA, else <workspace>/data].
@@ -152,7 +153,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Data { dir } => data::run(&dir.unwrap_or_else(data::default_dir)),
+        Command::Data { dir } => data::all(&dir.unwrap_or_else(data::default_dir)),
         Command::Ci => ci::run(),
         Command::Demo => demo::run(),
         Command::Experiments {

@@ -171,96 +171,10 @@ fn extract_member(zip: &Path, member: &str, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn deb_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
 /// `cargo xtask sdk xnnpack`.
 pub(crate) fn xnnpack() -> anyhow::Result<()> {
     apt_install("xnnpack", &XNNPACK_DEBS)
 }
 
-/// Installs the Debian packages `debs` that are missing (idempotent): a dry run first
-/// (after `apt-get update` if the lists do not know them), refusing anything that would
-/// remove a package; as non-root, prints the command instead.
-pub(crate) fn apt_install(what: &str, debs: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = debs.iter().copied().filter(|p| !deb_installed(p)).collect();
-    if missing.is_empty() {
-        println!("{what}: {} already installed", debs.join(", "));
-        return Ok(());
-    }
-    if !crate::toolchain::on_path("apt-get") {
-        bail!(
-            "{what} needs the Debian packages {} and apt-get is not available",
-            missing.join(" ")
-        );
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        bail!(
-            "installing {} needs root:\n  sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
-            missing.join(", "),
-            missing.join(" ")
-        );
-    }
-    let simulate = |update_first: bool| -> anyhow::Result<std::process::Output> {
-        if update_first {
-            println!("{what}: apt-get update ...");
-            crate::toolchain::run(
-                Command::new("apt-get")
-                    .args(["update", "-qq"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-        }
-        Command::new("apt-get")
-            .args(["install", "-s", "--no-install-recommends"])
-            .args(&missing)
-            .output()
-            .context("could not run apt-get install -s")
-    };
-    // Dry run first (after an update if the package lists do not know the packages yet).
-    let mut sim = simulate(false)?;
-    if !sim.status.success() {
-        sim = simulate(true)?;
-    }
-    if !sim.status.success() {
-        bail!(
-            "apt-get cannot install {}: {}",
-            missing.join(" "),
-            String::from_utf8_lossy(&sim.stderr).trim()
-        );
-    }
-    let removals: Vec<String> = String::from_utf8_lossy(&sim.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("Remv "))
-        .map(|l| l.split_whitespace().next().unwrap_or(l).to_string())
-        .collect();
-    if !removals.is_empty() {
-        bail!(
-            "installing {} would REMOVE installed packages ({}); xtask never removes packages. \
-             If that is acceptable: apt-get install -y {}",
-            missing.join(" "),
-            removals.join(", "),
-            missing.join(" ")
-        );
-    }
-    println!("{what}: apt-get install -y {} ...", missing.join(" "));
-    crate::toolchain::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still: Vec<&str> = debs.iter().copied().filter(|p| !deb_installed(p)).collect();
-    if !still.is_empty() {
-        bail!("{} still not installed after apt-get", still.join(", "));
-    }
-    println!("{what}: installed {}", debs.join(", "));
-    Ok(())
-}
+/// Moved to [`crate::apt::install`]; callers here and in other modules keep this name.
+pub(crate) use crate::apt::install as apt_install;

@@ -24,7 +24,8 @@ use crate::{JsonFlag, Ui};
 #[derive(Debug, Args)]
 pub struct NewArgs {
     /// Architecture: digits-cnn (8x8x1, two convs + linear), mnist-cnn (28x28x1, convs,
-    /// depthwise-separable block, global pool + linear), resnet-tiny (any HxWxC, two residual blocks).
+    /// depthwise-separable block, global pool + linear), resnet-tiny (any HxWxC, two residual blocks),
+    /// resnet18 (any HxHxC, CIFAR ResNet-18 without BatchNorm, 11.2M parameters).
     #[arg(long, short = 'a', default_value = "digits-cnn", value_parser = PossibleValuesParser::new(zoo::NAMES))]
     pub arch: String,
     /// Dataset whose training split fits the head: digits, mnist or fashion-mnist.

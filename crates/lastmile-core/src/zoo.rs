@@ -10,6 +10,8 @@
 //! | `digits-cnn`  | `[8, 8, 1]`   | conv3×3 p1 8 relu → conv3×3 p1 s2 16 relu → flatten → linear 256→C    |
 //! | `mnist-cnn`   | `[28, 28, 1]` | conv3×3 s2 16 relu → conv3×3 s2 32 relu → dw3×3 relu → pw1×1 64 relu → GAP → linear 64→C |
 //! | `resnet-tiny` | any `[H, W, C]` | stem conv3×3 16 relu → 2 × (conv-conv-add relu) → GAP → linear 16→C  |
+//! | `resnet18`    | any square `[H, H, C]` (default `[32, 32, 3]`) | CIFAR ResNet-18: stem conv3×3 64 relu → 4 stages × 2 BasicBlocks (64/128/256/512, stride 2 + 1×1 shortcut at stages 2–4) → GAP → linear 512→C; no BatchNorm |
+//! | `kws-dscnn`   | `[49, 32, 1]` | keyword spotting on log-mels (DS-CNN, Hello Edge style): conv3×3 s2 16 relu → 3 × (dw3×3 relu → pw1×1 relu; 32/64/64 ch, dw strides 2/1/2) → GAP → linear 64→C |
 //!
 //! [`init_float`] fills a topology with **He-uniform** weights
 //! (`U(−√(6/fan_in), +√(6/fan_in))`) and zero biases, drawn from [`SplitMix64`] so a
@@ -26,15 +28,22 @@ use crate::model::{FloatModel, FloatParam};
 use crate::quant::Activation;
 
 /// Names accepted by [`by_name`], in the order of the table in the module docs.
-pub const NAMES: [&str; 3] = ["digits-cnn", "mnist-cnn", "resnet-tiny"];
+pub const NAMES: [&str; 5] = [
+    "digits-cnn",
+    "mnist-cnn",
+    "resnet-tiny",
+    "resnet18",
+    "kws-dscnn",
+];
 
 /// The input shape an architecture requires, or `None` if it adapts to any
-/// `[H, W, C]` input (`resnet-tiny`). `None` for unknown names too; check
+/// `[H, W, C]` input (`resnet-tiny`, `resnet18`: square). `None` for unknown names too; check
 /// [`NAMES`] first.
 pub fn fixed_input_shape(name: &str) -> Option<[usize; 3]> {
     match name {
         "digits-cnn" => Some([8, 8, 1]),
         "mnist-cnn" => Some([28, 28, 1]),
+        "kws-dscnn" => Some(KWS_INPUT),
         _ => None,
     }
 }
@@ -48,6 +57,12 @@ pub fn describe(name: &str) -> Option<&'static str> {
         }
         "resnet-tiny" => {
             "HxWxC → conv3x3 16 → 2 residual blocks (conv-conv-add relu) → global avg pool → linear 16→classes"
+        }
+        "resnet18" => {
+            "HxHxC (default 32x32x3) → CIFAR ResNet-18 without BatchNorm: conv3x3 64 → 4 stages of 2 basic blocks (64/128/256/512) → global avg pool → linear 512→classes (11.2M params)"
+        }
+        "kws-dscnn" => {
+            "49x32x1 log-mel (frames x mel bands) → conv3x3/2 16 → 3 × (dw3x3 + pw1x1: 32, 64, 64) → global avg pool → linear 64→classes"
         }
         _ => return None,
     })
@@ -80,12 +95,20 @@ pub fn by_name(
     match name {
         "digits-cnn" => Some(digits_cnn(classes)),
         "mnist-cnn" => Some(mnist_cnn(classes)),
+        "kws-dscnn" => Some(kws_dscnn(classes)),
         "resnet-tiny" => {
             let [h, w, c] = hwc.unwrap_or([8, 8, 1]);
             if h != w {
                 return None;
             }
             Some(resnet_tiny(h, c, classes))
+        }
+        "resnet18" => {
+            let [h, w, c] = hwc.unwrap_or([32, 32, 3]);
+            if h != w {
+                return None;
+            }
+            Some(resnet18(h, c, classes))
         }
         _ => None,
     }
@@ -163,6 +186,51 @@ pub fn mnist_cnn(classes: usize) -> (Topology, Vec<ParamSpec>) {
     b.finish()
 }
 
+/// Input of [`kws_dscnn`]: 49 frames (1 s, 20 ms hop) × 32 mel bands × 1.
+pub const KWS_INPUT: [usize; 3] = [49, 32, 1];
+
+/// A small depthwise-separable CNN for keyword spotting on `[49, 32, 1]` log-mel images
+/// (the DS-CNN of Zhang et al., "Hello Edge", 2017, scaled down; a CRNN needs a recurrent op
+/// the spec does not have): conv3×3 s2 16 relu (`25×16`), then depthwise 3×3 relu +
+/// pointwise 1×1 relu blocks to 32 (dw stride 2: `13×8`), 64 (stride 1) and 64 channels
+/// (stride 2: `7×4`), global average pool, linear 64 → `classes`.
+/// 8 096 + 65·`classes` parameters; about 0.5 M multiply-adds per clip.
+pub fn kws_dscnn(classes: usize) -> (Topology, Vec<ParamSpec>) {
+    let mut b = TopologyBuilder::new(&KWS_INPUT);
+    let mut x = conv(
+        &mut b,
+        "conv1",
+        ValueId::INPUT,
+        1,
+        16,
+        3,
+        2,
+        1,
+        Activation::Relu,
+    );
+    let mut c_in = 16;
+    for (i, (c, stride)) in [(32, 2), (64, 1), (64, 2)].into_iter().enumerate() {
+        let dw = format!("dw{}", i + 1);
+        x = conv(
+            &mut b,
+            &dw,
+            x,
+            c_in,
+            c_in,
+            3,
+            stride,
+            c_in,
+            Activation::Relu,
+        );
+        let pw = format!("pw{}", i + 1);
+        x = conv(&mut b, &pw, x, c_in, c, 1, 1, 1, Activation::Relu);
+        c_in = c;
+    }
+    let x = b.node("gap", Op::GlobalAvgPool, &[x]);
+    b.linear("fc", x, c_in, classes, Activation::None);
+    b.finish()
+}
+
 /// A ResNet-style net for `input_hw × input_hw × channels_in` inputs: a 3×3 stem
 /// to 16 channels (stride 2 when `input_hw ≥ 16`, else 1), then two residual
 /// blocks `relu(x + conv(relu(conv(x))))` at 16 channels, global average pool,
@@ -219,6 +287,82 @@ pub fn resnet_tiny(
     }
     let x = b.node("gap", Op::GlobalAvgPool, &[x]);
     b.linear("fc", x, C, classes, Activation::None);
+    b.finish()
+}
+
+/// The CIFAR variant of ResNet-18 (He et al. 2016, as in the common CIFAR code) for
+/// `input_hw × input_hw × channels_in` inputs, without BatchNorm (the spec has none:
+/// plain convs with bias). Stem conv3×3 64 relu (no max pool); 4 stages of 2 BasicBlocks
+/// `relu(shortcut(x) + conv3×3(relu(conv3×3(x))))` with 64/128/256/512 channels; the first
+/// block of stages 2–4 has stride 2 and a 1×1 stride-2 conv shortcut; global average pool,
+/// linear 512 → `classes`. 11 164 032 + 513·`classes` parameters.
+pub fn resnet18(input_hw: usize, channels_in: usize, classes: usize) -> (Topology, Vec<ParamSpec>) {
+    let mut b = TopologyBuilder::new(&[input_hw, input_hw, channels_in]);
+    let mut x = conv(
+        &mut b,
+        "stem",
+        ValueId::INPUT,
+        channels_in,
+        64,
+        3,
+        1,
+        1,
+        Activation::Relu,
+    );
+    let mut c_in = 64;
+    for (stage, c) in [64usize, 128, 256, 512].into_iter().enumerate() {
+        for blk in 0..2 {
+            let name = format!("layer{}.{blk}", stage + 1);
+            let stride = if stage > 0 && blk == 0 { 2 } else { 1 };
+            let y = conv(
+                &mut b,
+                &format!("{name}.conv1"),
+                x,
+                c_in,
+                c,
+                3,
+                stride,
+                1,
+                Activation::Relu,
+            );
+            let y = conv(
+                &mut b,
+                &format!("{name}.conv2"),
+                y,
+                c,
+                c,
+                3,
+                1,
+                1,
+                Activation::None,
+            );
+            let shortcut = if stride != 1 || c_in != c {
+                conv(
+                    &mut b,
+                    &format!("{name}.shortcut"),
+                    x,
+                    c_in,
+                    c,
+                    1,
+                    stride,
+                    1,
+                    Activation::None,
+                )
+            } else {
+                x
+            };
+            x = b.node(
+                &format!("{name}.add"),
+                Op::Add {
+                    activation: Activation::Relu,
+                },
+                &[shortcut, y],
+            );
+            c_in = c;
+        }
+    }
+    let x = b.node("gap", Op::GlobalAvgPool, &[x]);
+    b.linear("fc", x, 512, classes, Activation::None);
     b.finish()
 }
 
@@ -315,13 +459,39 @@ mod tests {
             ("resnet-tiny", [8, 8, 1], 10),
             ("resnet-tiny", [28, 28, 1], 3),
             ("resnet-tiny", [32, 32, 3], 7),
+            ("resnet18", [32, 32, 3], 10),
+            ("resnet18", [28, 28, 1], 10),
+            ("resnet18", [7, 7, 3], 4),
+            ("kws-dscnn", [49, 32, 1], 10),
         ] {
             let (t, p) = by_name(name, Some(&shape), out).unwrap();
             let shapes = t.infer_shapes(&p).unwrap();
             assert_eq!(shapes.last().unwrap(), &[out], "{name}");
             assert!(describe(name).is_some());
         }
-        assert_eq!(NAMES.len(), 3);
+        assert_eq!(NAMES.len(), 5);
+    }
+
+    #[test]
+    fn kws_dscnn_shapes_and_param_count() {
+        let (t, p) = by_name("kws-dscnn", None, 10).unwrap();
+        let n: usize = p.iter().map(ParamSpec::numel).sum();
+        let dw = |c: usize| 9 * c + c;
+        let pw = |i: usize, o: usize| i * o + o;
+        let expect = (9 * 16 + 16)
+            + dw(16)
+            + pw(16, 32)
+            + dw(32)
+            + pw(32, 64)
+            + dw(64)
+            + pw(64, 64)
+            + (64 * 10 + 10);
+        assert_eq!(n, expect);
+        assert_eq!(n, 8096 + 650);
+        let shapes = t.infer_shapes(&p).unwrap();
+        assert!(shapes.iter().any(|s| s == &[25, 16, 16]));
+        assert!(shapes.iter().any(|s| s == &[7, 4, 64]));
+        assert!(by_name("kws-dscnn", Some(&[28, 28, 1]), 10).is_none());
     }
 
     #[test]
@@ -331,6 +501,33 @@ mod tests {
         assert_eq!(n, (72 + 8) + (8 * 9 * 16 + 16) + (256 * 10 + 10));
         assert_eq!(n, 3818);
         assert!(p.iter().all(|s| !s.trainable));
+    }
+
+    #[test]
+    fn resnet18_param_count_and_shapes() {
+        let (t, p) = by_name("resnet18", None, 10).unwrap();
+        let n: usize = p.iter().map(ParamSpec::numel).sum();
+        let c3 = |i: usize, o: usize| 9 * i * o + o;
+        let c1 = |i: usize, o: usize| i * o + o;
+        let stem = c3(3, 64);
+        let stage1 = 4 * c3(64, 64);
+        let down = |i: usize, o: usize| c3(i, o) + c3(o, o) + c1(i, o) + 2 * c3(o, o);
+        let fc = 512 * 10 + 10;
+        assert_eq!(
+            n,
+            stem + stage1 + down(64, 128) + down(128, 256) + down(256, 512) + fc
+        );
+        // By hand: 1 792 + 147 712 + 524 928 + 2 098 432 + 8 391 168 + 5 130.
+        assert_eq!(n, 11_169_162);
+        // 20 convs (stem, 16 in blocks, 3 shortcuts) + fc, each weight + bias.
+        assert_eq!(p.len(), 2 * 21);
+        let shapes = t.infer_shapes(&p).unwrap();
+        assert_eq!(t.input_shape, [32, 32, 3]);
+        assert!(shapes.iter().any(|s| s == &[4, 4, 512]));
+        assert_eq!(shapes.last().unwrap(), &[10]);
+        let m = init_float(t, p, 3);
+        m.validate().unwrap();
+        assert!(by_name("resnet18", Some(&[32, 16, 3]), 10).is_none());
     }
 
     #[test]

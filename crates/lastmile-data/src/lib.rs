@@ -26,6 +26,7 @@ mod error;
 mod idx;
 mod shuffle;
 mod sources;
+pub mod speech;
 
 pub use corrupt::Corruption;
 pub use digits::{DIGITS_SPLIT_SEED, DIGITS_TRAIN_FRACTION, digits, digits_split};
@@ -34,7 +35,7 @@ pub use idx::{IdxArray, read_idx, read_idx_bytes};
 pub use shuffle::permutation;
 pub use sources::{
     DATASET_NAMES, FASHION_CLASS_NAMES, Split, data_dir, load_fashion_mnist, load_idx_pair,
-    load_mnist, open, open_in,
+    load_mnist, load_speech, open, open_in,
 };
 
 /// `"0"` .. `"9"`, the class names of digits and MNIST.

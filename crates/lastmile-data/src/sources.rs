@@ -35,7 +35,13 @@ impl Split {
 }
 
 /// Names accepted by [`open`].
-pub const DATASET_NAMES: [&str; 3] = ["digits", "mnist", "fashion-mnist"];
+pub const DATASET_NAMES: [&str; 5] = [
+    "digits",
+    "mnist",
+    "fashion-mnist",
+    "speech-synthetic-source",
+    "speech-synthetic-target",
+];
 
 /// Class names of Fashion-MNIST, in label order.
 pub const FASHION_CLASS_NAMES: [&str; 10] = [
@@ -52,7 +58,8 @@ pub const FASHION_CLASS_NAMES: [&str; 10] = [
 ];
 
 const FETCH_HINT: &str = "run `cargo xtask data` (from the workspace root) to fetch MNIST and \
-                          Fashion-MNIST, or set LASTMILE_DATA to the directory that holds them";
+                          Fashion-MNIST and generate the synthetic speech set, or set \
+                          LASTMILE_DATA to the directory that holds them";
 
 /// Root directory for downloaded datasets: the `LASTMILE_DATA` environment variable if set,
 /// otherwise `./data` relative to the current directory (the workspace root when run from
@@ -194,10 +201,29 @@ pub fn load_fashion_mnist(dir: &Path, split: Split) -> Result<Dataset, DataError
     load_idx_dir(dir, split, "fashion-mnist", names, true)
 }
 
+/// Loads one part (`source` or `target` speakers) of the **synthetic** keyword-spotting set
+/// from `dir` (`<dir>/<part>/{train,t10k}-{images-idx3,labels-idx1}-ubyte`, written by
+/// `cargo xtask data`): log-mel images `[49 frames, 32 mels, 1]` of espeak-ng utterances of
+/// the ten [`crate::speech::SPEECH_WORDS`]. Named `speech-synthetic-<part>-<split>`.
+pub fn load_speech(dir: &Path, part: &str, split: Split) -> Result<Dataset, DataError> {
+    let names = crate::speech::SPEECH_WORDS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    load_idx_dir(
+        &dir.join(part),
+        split,
+        &format!("speech-synthetic-{part}"),
+        names,
+        false,
+    )
+}
+
 /// Opens a dataset by name, looking for downloaded data under [`data_dir`].
 ///
 /// Names: `digits` (embedded, see [`crate::digits_split`]), `mnist` (`<data_dir>/mnist`),
-/// `fashion-mnist` (`<data_dir>/fashion-mnist`).
+/// `fashion-mnist` (`<data_dir>/fashion-mnist`), `speech-synthetic-source` and
+/// `speech-synthetic-target` (`<data_dir>/speech-synthetic`, see [`load_speech`]).
 pub fn open(name: &str, split: Split) -> Result<Dataset, DataError> {
     open_in(&data_dir(), name, split)
 }
@@ -208,6 +234,8 @@ pub fn open_in(root: &Path, name: &str, split: Split) -> Result<Dataset, DataErr
         "digits" => Ok(digits_split(split)),
         "mnist" => load_mnist(&root.join("mnist"), split),
         "fashion-mnist" => load_fashion_mnist(&root.join("fashion-mnist"), split),
+        "speech-synthetic-source" => load_speech(&root.join("speech-synthetic"), "source", split),
+        "speech-synthetic-target" => load_speech(&root.join("speech-synthetic"), "target", split),
         _ => Err(DataError::UnknownDataset {
             name: name.to_owned(),
             valid: DATASET_NAMES.to_vec(),

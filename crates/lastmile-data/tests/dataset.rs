@@ -147,7 +147,8 @@ fn open_errors() {
     let e = open("cifar", Split::Train).unwrap_err().to_string();
     assert_eq!(
         e,
-        "unknown dataset \"cifar\"; valid names: digits, mnist, fashion-mnist"
+        "unknown dataset \"cifar\"; valid names: digits, mnist, fashion-mnist, \
+         speech-synthetic-source, speech-synthetic-target"
     );
     let root = std::env::temp_dir().join(format!("lastmile-no-data-{}", std::process::id()));
     for name in ["mnist", "fashion-mnist"] {

@@ -113,8 +113,21 @@ pub fn pretrain(
     epochs: usize,
     seed: u64,
 ) -> Result<(FloatModel, f64)> {
+    pretrain_arch("mnist-cnn", train, test, epochs, seed)
+}
+
+/// BP-pretrains the zoo architecture `arch` on `train` (AdamW, cosine); returns the model and
+/// its test accuracy.
+pub fn pretrain_arch(
+    arch: &str,
+    train: &Dataset,
+    test: &Dataset,
+    epochs: usize,
+    seed: u64,
+) -> Result<(FloatModel, f64)> {
     let shape = [train.height, train.width, train.channels];
-    let (t, s) = zoo::by_name("mnist-cnn", Some(&shape), 10).context("mnist-cnn is in the zoo")?;
+    let (t, s) = zoo::by_name(arch, Some(&shape), train.num_classes)
+        .with_context(|| format!("{arch} is not in the zoo or does not take {shape:?} inputs"))?;
     let mut m = zoo::init_float(t, s, seed);
     Scope::All.apply(&mut m);
     let cfg = BpConfig {

@@ -7,6 +7,7 @@
 
 mod ablation;
 mod common;
+mod kws;
 mod landscape;
 mod memory;
 mod ood;
@@ -18,7 +19,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, ValueEnum};
+use lastmile_core::model::FloatModel;
 use serde::Serialize;
 
 /// Counts heap bytes: the memory experiment measures training steps with it.
@@ -73,6 +76,16 @@ pub struct Budget {
     pub ablations: bool,
     /// Loss landscape grid side (0 = skip).
     pub landscape_grid: usize,
+    /// Memory: also measure the large architectures (ResNet-18, minutes on 2 cores).
+    pub memory_large: bool,
+    /// Keyword spotting (synthetic speech): K values (clips per word); empty = skip (Quick:
+    /// CI must not need espeak-ng).
+    pub kws_ks: Vec<usize>,
+    /// Keyword spotting: BP pretraining epochs on the source speakers.
+    pub kws_pretrain_epochs: usize,
+    /// Keyword spotting: BP adaptation steps (fewer than FF's: a candle BP-FT step of the
+    /// depthwise DS-CNN took 0.5-0.9 s on 2 busy cores, ~10x a QZO-FF step).
+    pub kws_bp_steps: u64,
 }
 
 impl Budget {
@@ -96,6 +109,10 @@ impl Budget {
                 ablations: false,
                 qzo_only: false,
                 landscape_grid: 0,
+                memory_large: false,
+                kws_ks: vec![],
+                kws_pretrain_epochs: 0,
+                kws_bp_steps: 0,
             },
             Preset::Medium => Budget {
                 preset: p,
@@ -114,6 +131,10 @@ impl Budget {
                 ablations: true,
                 qzo_only: false,
                 landscape_grid: 21,
+                memory_large: true,
+                kws_ks: vec![5, 20],
+                kws_pretrain_epochs: 20,
+                kws_bp_steps: 100,
             },
             Preset::Full => Budget {
                 preset: p,
@@ -138,10 +159,20 @@ impl Budget {
                 ablations: true,
                 qzo_only: false,
                 landscape_grid: 31,
+                memory_large: true,
+                kws_ks: vec![5, 20],
+                kws_pretrain_epochs: 20,
+                kws_bp_steps: 100,
             },
         }
     }
 }
+
+/// Sections `--only` can select, in run order.
+pub const SECTIONS: [&str; 6] = ["memory", "transfer", "ood", "kws", "ablations", "landscape"];
+
+/// Sections that need the MNIST data and the pretrained `mnist-cnn` backbone.
+pub const BACKBONE_SECTIONS: [&str; 4] = ["transfer", "ood", "ablations", "landscape"];
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -175,6 +206,9 @@ struct Cli {
     /// Transfer: only the QZO-FF rows (exploration).
     #[arg(long, hide = true)]
     qzo_only: bool,
+    /// Run only these sections (comma list); the report lists the others as not run.
+    #[arg(long, hide = true, value_delimiter = ',', value_parser = PossibleValuesParser::new(SECTIONS))]
+    only: Option<Vec<String>>,
 }
 
 /// Everything measured, for the report and the JSON.
@@ -188,6 +222,8 @@ pub struct Results {
     pub transfer: transfer::Transfer,
     /// Experiment 2.
     pub ood: Option<ood::Ood>,
+    /// Experiment 3 (synthetic speech; `None` when the budget or `--only` skips it).
+    pub kws: Option<kws::Kws>,
     /// Experiment 4.
     pub ablation: Option<ablation::Ablation>,
     /// Experiment 5.
@@ -196,6 +232,35 @@ pub struct Results {
     pub landscape: Option<landscape::Landscape>,
     /// Wall time per section, seconds.
     pub seconds: Vec<(String, f64)>,
+    /// Sections skipped by `--only`.
+    pub not_run: Vec<String>,
+}
+
+impl Results {
+    /// Whether `section` (one of [`SECTIONS`]) was selected (not skipped by `--only`).
+    pub fn ran(&self, section: &str) -> bool {
+        !self.not_run.iter().any(|s| s == section)
+    }
+}
+
+/// Experiment 1's result when `--only` skips it: no cells, the budget's settings.
+fn transfer_not_run(b: &Budget) -> transfer::Transfer {
+    let bp = |lr| common::BpSettings {
+        lr,
+        steps: b.ff_steps,
+        batch: 32,
+    };
+    transfer::Transfer {
+        backbone_mnist_acc: f64::NAN,
+        ff: common::FfSettings {
+            steps: b.ff_steps,
+            lr_pct: b.lr_pct,
+            ..common::FfSettings::default()
+        },
+        bp_lp: bp(1e-2),
+        bp_ft: bp(1e-3),
+        cells: Vec::new(),
+    }
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -245,6 +310,109 @@ fn run(cli: &Cli) -> Result<()> {
         seconds.push((name.to_string(), s));
         lap = Instant::now();
     };
+    let runs = |s: &str| cli.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let not_run: Vec<String> = SECTIONS
+        .iter()
+        .filter(|s| !runs(s))
+        .map(|s| s.to_string())
+        .collect();
+    if !not_run.is_empty() {
+        println!("(--only: not running {})", not_run.join(", "));
+    }
+    let prepared = if BACKBONE_SECTIONS.iter().any(|s| runs(s)) {
+        Some(prepare(&b)?)
+    } else {
+        None
+    };
+    if prepared.is_some() {
+        tick("pretrain", &mut seconds);
+    }
+    let memory = if runs("memory") {
+        let r = memory::run(&b)?;
+        tick("memory", &mut seconds);
+        r
+    } else {
+        memory::not_run()
+    };
+    let transfer = match &prepared {
+        Some((data, backbone, backbone_acc)) if runs("transfer") => {
+            let r = transfer::run(&b, data, backbone, *backbone_acc, backend.as_ref())?;
+            tick("transfer", &mut seconds);
+            r
+        }
+        _ => transfer_not_run(&b),
+    };
+    let ood = match &prepared {
+        Some((data, backbone, _)) if runs("ood") && !b.ood.is_empty() => {
+            let r = ood::run(&b, data, backbone, backend.as_ref())?;
+            tick("ood", &mut seconds);
+            Some(r)
+        }
+        _ => None,
+    };
+    let kws = if runs("kws") && !b.kws_ks.is_empty() {
+        let r = kws::run(&b, backend.as_ref())?;
+        tick("kws", &mut seconds);
+        Some(r)
+    } else {
+        None
+    };
+    let ablation = match &prepared {
+        Some((data, backbone, _)) if runs("ablations") && b.ablations => {
+            let r = ablation::run(&b, data, backbone, backend.as_ref())?;
+            tick("ablations", &mut seconds);
+            Some(r)
+        }
+        _ => None,
+    };
+    let landscape = match &prepared {
+        Some((data, backbone, _)) if runs("landscape") && b.landscape_grid > 0 => {
+            let r = landscape::run(&b, data, backbone, backend.as_ref(), &out.join("img"))?;
+            tick("landscape", &mut seconds);
+            Some(r)
+        }
+        _ => None,
+    };
+    let results = Results {
+        budget: b,
+        backend: backend_name,
+        transfer,
+        ood,
+        kws,
+        ablation,
+        memory,
+        landscape,
+        seconds,
+        not_run,
+    };
+    let checks = report::checks(&results);
+    report::write(&results, &checks, &out, start.elapsed().as_secs_f64())?;
+    println!("wrote {}", out.join("results.md").display());
+    for c in &checks {
+        println!("  [{}] {}", if c.pass { "ok" } else { "FAIL" }, c.text);
+    }
+    println!("done in {:.1} s", start.elapsed().as_secs_f64());
+    if cli.check {
+        let failed: Vec<&report::Check> = checks.iter().filter(|c| !c.pass).collect();
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} central-claim checks failed:\n  {}",
+                failed.len(),
+                checks.len(),
+                failed
+                    .iter()
+                    .map(|c| c.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+        }
+        println!("all {} central-claim checks passed", checks.len());
+    }
+    Ok(())
+}
+
+/// The MNIST data and the BP-pretrained `mnist-cnn` backbone with its MNIST test accuracy.
+fn prepare(b: &Budget) -> Result<(common::Data, FloatModel, f64)> {
     let data = common::Data::load(b.pretrain_images, b.test_images)?;
     // The backbone is cached in target/ (keyed by its budget): pretraining is the slowest
     // single step and does not depend on anything else here.
@@ -273,66 +441,7 @@ fn run(cli: &Cli) -> Result<()> {
         b.pretrain_epochs,
         backbone_acc * 100.0
     );
-    tick("pretrain", &mut seconds);
-    let memory = memory::run(&b)?;
-    tick("memory", &mut seconds);
-    let transfer = transfer::run(&b, &data, &backbone, backbone_acc, backend.as_ref())?;
-    tick("transfer", &mut seconds);
-    let ood = if b.ood.is_empty() {
-        None
-    } else {
-        let r = ood::run(&b, &data, &backbone, backend.as_ref())?;
-        tick("ood", &mut seconds);
-        Some(r)
-    };
-    let ablation = if b.ablations {
-        let r = ablation::run(&b, &data, &backbone, backend.as_ref())?;
-        tick("ablations", &mut seconds);
-        Some(r)
-    } else {
-        None
-    };
-    let landscape = if b.landscape_grid > 0 {
-        let r = landscape::run(&b, &data, &backbone, backend.as_ref(), &out.join("img"))?;
-        tick("landscape", &mut seconds);
-        Some(r)
-    } else {
-        None
-    };
-    let results = Results {
-        budget: b,
-        backend: backend_name,
-        transfer,
-        ood,
-        ablation,
-        memory,
-        landscape,
-        seconds,
-    };
-    let checks = report::checks(&results);
-    report::write(&results, &checks, &out, start.elapsed().as_secs_f64())?;
-    println!("wrote {}", out.join("results.md").display());
-    for c in &checks {
-        println!("  [{}] {}", if c.pass { "ok" } else { "FAIL" }, c.text);
-    }
-    println!("done in {:.1} s", start.elapsed().as_secs_f64());
-    if cli.check {
-        let failed: Vec<&report::Check> = checks.iter().filter(|c| !c.pass).collect();
-        if !failed.is_empty() {
-            bail!(
-                "{} of {} central-claim checks failed:\n  {}",
-                failed.len(),
-                checks.len(),
-                failed
-                    .iter()
-                    .map(|c| c.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            );
-        }
-        println!("all {} central-claim checks passed", checks.len());
-    }
-    Ok(())
+    Ok((data, backbone, backbone_acc))
 }
 
 fn main() -> ExitCode {

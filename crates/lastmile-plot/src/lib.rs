@@ -270,13 +270,21 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
         .build_cartesian_2d(0f64..groups as f64, 0f64..ymax)
         .map_err(draw_err(path))?;
     let cats = chart.categories.clone();
-    let fmt = move |x: &f64| cats.get(x.floor() as usize).cloned().unwrap_or_default();
+    // Ticks every half group (2·groups + 1 requested, so plotters picks step 0.5); only the
+    // group centres get a label, so every category is named, centred under its bars.
+    let fmt = move |x: &f64| {
+        if (x.fract() - 0.5).abs() < 1e-6 {
+            cats.get(x.floor() as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     let mut mesh = c.configure_mesh();
     mesh.disable_x_mesh()
         .light_line_style(RGBColor(235, 235, 235));
     if text {
         mesh.y_desc(&chart.y_label)
-            .x_labels(groups)
+            .x_labels(2 * groups + 1)
             .x_label_formatter(&fmt)
             .label_style(("sans-serif", 13));
     } else {
