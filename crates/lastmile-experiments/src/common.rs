@@ -116,6 +116,9 @@ pub fn pretrain(
     pretrain_arch("mnist-cnn", train, test, epochs, seed)
 }
 
+/// Peak learning rate of BP pretraining (AdamW, cosine schedule); the report quotes it.
+pub const PRETRAIN_LR: f64 = 1e-2;
+
 /// BP-pretrains the zoo architecture `arch` on `train` (AdamW, cosine); returns the model and
 /// its test accuracy.
 pub fn pretrain_arch(
@@ -132,7 +135,7 @@ pub fn pretrain_arch(
     Scope::All.apply(&mut m);
     let cfg = BpConfig {
         optimizer: Optimizer::adamw(1e-4),
-        lr: 1e-2,
+        lr: PRETRAIN_LR,
         schedule: LrSchedule::Cosine,
         budget: BpBudget::Epochs(epochs),
         batch_size: 64,

@@ -784,10 +784,11 @@ pub fn write(r: &Results, checks: &[Check], out: &Path, seconds: f64) -> Result<
         b.test_images
     );
     if crate::BACKBONE_SECTIONS.iter().any(|x| r.ran(x)) {
+        let lr = crate::common::PRETRAIN_LR;
         let _ = writeln!(
             s,
             "## Setup\n\n\
-         - Backbone: `mnist-cnn` BP-pretrained (AdamW, lr 3e-3 cosine, batch 64, seed 7) on {} MNIST training images for {} epochs: **{:.2} %** on {} MNIST test images. One backbone for all seeds; seeds vary the labelled examples, the data order and the perturbations.\n\
+         - Backbone: `mnist-cnn` BP-pretrained (AdamW, lr {lr:e} cosine, batch 64, seed 7) on {} MNIST training images for {} epochs: **{:.2} %** on {} MNIST test images. One backbone for all seeds; seeds vary the labelled examples, the data order and the perturbations.\n\
          - Seeds: {:?}; every table cell is mean ± sample std over them.\n\
          - Zero-shot: the backbone with a **nearest-class-mean head** built from the labelled examples' features (`logits_c = T·(2μ_c·f − |μ_c|²)`, one temperature `T` fitted on the examples). Every trained row starts from this head (LP = head only, FT = all layers).\n\
          - Quantization: PTQ of that model to 16w8a / 8w8a (per-channel symmetric weights, per-tensor activations calibrated on ≤ 512 of the labelled examples).\n\
@@ -965,8 +966,9 @@ pub fn write(r: &Results, checks: &[Check], out: &Path, seconds: f64) -> Result<
                 &rows,
             ));
             if a.variants.iter().any(|v| !v.ran) {
-                let _ = writeln!(s, "\nRows marked \"not run\" were not run by this build.\n");
+                let _ = writeln!(s, "\nRows marked \"not run\" were not run by this build.");
             }
+            let _ = writeln!(s, "\n![ablations](img/results-ablations.png)\n");
         }
         None => {
             let _ = writeln!(s, "Not run at this budget (`--full` runs them).\n");
