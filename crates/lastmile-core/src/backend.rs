@@ -173,20 +173,31 @@ pub trait PreparedModel: Send + core::fmt::Debug {
 /// element-by-element `QData::get` scan cost ~0.6 ns per code, more than re-packing the
 /// weights), and looks for the index only when some code is out of range.
 fn first_out_of_range(data: &crate::model::QData, bound: i64) -> Option<usize> {
-    fn scan<T: Copy + Into<i64>>(codes: &[T], bound: i64) -> Option<usize> {
-        let out = |x: T| {
-            let x: i64 = x.into();
-            (x > bound) | (x < -bound)
-        };
-        if !codes.iter().fold(false, |any, &x| any | out(x)) {
-            return None;
-        }
-        codes.iter().position(|&x| out(x))
+    // In the codes' own type: for `0 ≤ b ≤ T::MAX`, `|x| > b` ⇔ `x > b || x < −b` (−b is
+    // representable); a bound above `T::MAX` admits every code, since `|T::MIN| = T::MAX + 1`.
+    // OR-ing the comparisons into a byte is a reduction LLVM vectorizes.
+    macro_rules! scan {
+        ($codes:expr, $t:ty) => {{
+            let codes: &[$t] = $codes;
+            if bound > <$t>::MAX as i64 {
+                return None;
+            }
+            let b = bound.max(0) as $t;
+            let out = |x: $t| (x > b) | (x < -b);
+            let mut any = 0u8;
+            for &x in codes {
+                any |= out(x) as u8;
+            }
+            if any == 0 {
+                return None;
+            }
+            codes.iter().position(|&x| out(x))
+        }};
     }
     match data {
-        crate::model::QData::I8(v) => scan(v, bound),
-        crate::model::QData::I16(v) => scan(v, bound),
-        crate::model::QData::I32(v) => scan(v, bound),
+        crate::model::QData::I8(v) => scan!(v, i8),
+        crate::model::QData::I16(v) => scan!(v, i16),
+        crate::model::QData::I32(v) => scan!(v, i32),
     }
 }
 
@@ -283,5 +294,7 @@ mod tests {
         let b = QData::I32(vec![0, 5, -6, 5]);
         assert_eq!(first_out_of_range(&b, 5), Some(2));
         assert_eq!(first_out_of_range(&b, 6), None);
+        assert_eq!(first_out_of_range(&QData::I8(vec![i8::MIN]), 128), None);
+        assert_eq!(first_out_of_range(&QData::I8(vec![1, -2]), 0), Some(0));
     }
 }
