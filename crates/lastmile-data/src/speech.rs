@@ -61,7 +61,8 @@ pub fn parse_wav(bytes: &[u8], source: &Path) -> Result<Wav, DataError> {
     }
     let mut pos = 12;
     let mut format: Option<(u16, u16, u32, u16)> = None;
-    while pos + 8 <= bytes.len() {
+    // `pos` saturates on absurd chunk sizes; compare without adding to it (32-bit targets).
+    while bytes.len().saturating_sub(pos) >= 8 {
         let id = &bytes[pos..pos + 4];
         let size = u32_at(bytes, pos + 4) as usize;
         let body = pos + 8;
