@@ -508,6 +508,18 @@ pub struct RunResult {
     pub changed_codes: u64,
 }
 
+impl RunResult {
+    /// A row that trains nothing (zero-shot): its `(loss, accuracy)` before and after.
+    pub fn untrained((loss, acc): (f64, f64)) -> Self {
+        RunResult {
+            start_acc: acc,
+            acc,
+            loss,
+            ..Default::default()
+        }
+    }
+}
+
 /// Batches of indices for `steps` steps, epoch after epoch (seeded).
 pub fn batch_plan(d: &Dataset, batch: usize, steps: u64, seed: u64) -> Vec<Vec<usize>> {
     let b = batch.min(d.len()).max(1);
@@ -678,6 +690,26 @@ pub struct BpSettings {
     pub steps: u64,
     /// Batch size.
     pub batch: usize,
+}
+
+impl BpSettings {
+    /// Linear probing (head only): AdamW lr 1e-2, batch 32.
+    pub fn lp(steps: u64) -> Self {
+        BpSettings {
+            lr: 1e-2,
+            steps,
+            batch: 32,
+        }
+    }
+
+    /// Full fine-tuning: AdamW lr 1e-3, batch 32.
+    pub fn ft(steps: u64) -> Self {
+        BpSettings {
+            lr: 1e-3,
+            steps,
+            batch: 32,
+        }
+    }
 }
 
 /// BP (float32, AdamW) on a float model with trainable flags set; the trained model is

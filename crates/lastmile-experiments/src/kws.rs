@@ -174,16 +174,10 @@ pub fn run(b: &Budget, backend: &dyn Backend) -> Result<Kws> {
         lr_pct: b.lr_pct,
         ..FfSettings::default()
     };
-    let bp_lp = BpSettings {
-        lr: 1e-2,
-        steps: b.kws_bp_steps,
-        batch: 32,
-    };
-    let bp_ft = BpSettings {
-        lr: 1e-3,
-        steps: b.kws_bp_steps,
-        batch: 32,
-    };
+    let (bp_lp, bp_ft) = (
+        BpSettings::lp(b.kws_bp_steps),
+        BpSettings::ft(b.kws_bp_steps),
+    );
     let zero = eval_float(&source, &test)?;
     let pb = bar(
         (b.kws_ks.len() * b.seeds.len() * METHODS.len()) as u64,
@@ -203,16 +197,10 @@ pub fn run(b: &Budget, backend: &dyn Backend) -> Result<Kws> {
                 });
                 pb.inc(1);
             };
-            let zero_run = |(loss, acc): (f64, f64)| RunResult {
-                start_acc: acc,
-                acc,
-                loss,
-                ..Default::default()
-            };
-            push(METHODS[0], zero_run(zero));
+            push(METHODS[0], RunResult::untrained(zero));
             push(
                 METHODS[1],
-                zero_run(eval_float(&ncm_head(&source, &support)?, &test)?),
+                RunResult::untrained(eval_float(&ncm_head(&source, &support)?, &test)?),
             );
             // Same label set on both sides: every trained row starts from the source model.
             for (i, depth) in [Depth::Head, Depth::All].into_iter().enumerate() {
@@ -380,16 +368,8 @@ mod tests {
             manifest: "v1\nsource: 2 speakers (en-us+m1 en-gb+f2)\ntarget: 1 speakers (de+m5)\n"
                 .into(),
             ff: FfSettings::default(),
-            bp_lp: BpSettings {
-                lr: 1e-2,
-                steps: 100,
-                batch: 32,
-            },
-            bp_ft: BpSettings {
-                lr: 1e-3,
-                steps: 100,
-                batch: 32,
-            },
+            bp_lp: BpSettings::lp(100),
+            bp_ft: BpSettings::ft(100),
             cells,
         };
         assert_eq!(k.ks(), vec![5, 20]);

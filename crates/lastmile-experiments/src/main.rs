@@ -245,11 +245,6 @@ impl Results {
 
 /// Experiment 1's result when `--only` skips it: no cells, the budget's settings.
 fn transfer_not_run(b: &Budget) -> transfer::Transfer {
-    let bp = |lr| common::BpSettings {
-        lr,
-        steps: b.ff_steps,
-        batch: 32,
-    };
     transfer::Transfer {
         backbone_mnist_acc: f64::NAN,
         ff: common::FfSettings {
@@ -257,8 +252,8 @@ fn transfer_not_run(b: &Budget) -> transfer::Transfer {
             lr_pct: b.lr_pct,
             ..common::FfSettings::default()
         },
-        bp_lp: bp(1e-2),
-        bp_ft: bp(1e-3),
+        bp_lp: common::BpSettings::lp(b.ff_steps),
+        bp_ft: common::BpSettings::ft(b.ff_steps),
         cells: Vec::new(),
     }
 }

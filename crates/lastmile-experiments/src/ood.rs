@@ -153,11 +153,8 @@ pub fn run(b: &Budget, data: &Data, backbone: &FloatModel, backend: &dyn Backend
         lr_pct: b.lr_pct,
         ..FfSettings::default()
     };
-    let bp = BpSettings {
-        lr: 1e-3,
-        steps: b.ood_steps,
-        batch: 32,
-    };
+    // One lr for every adapted depth (LP, last 2, FT): the FT setting.
+    let bp = BpSettings::ft(b.ood_steps);
     let q = quantize(backbone, &data.mnist_train, WeightBits::W16)?;
     let clean_acc_16w8a = eval_quant(backend, &q, &data.mnist_test)?.1;
     let vars = variants();

@@ -99,16 +99,7 @@ pub fn run(
         lr_pct: b.lr_pct,
         ..FfSettings::default()
     };
-    let bp_lp = BpSettings {
-        lr: 1e-2,
-        steps: b.ff_steps,
-        batch: 32,
-    };
-    let bp_ft = BpSettings {
-        lr: 1e-3,
-        steps: b.ff_steps,
-        batch: 32,
-    };
+    let (bp_lp, bp_ft) = (BpSettings::lp(b.ff_steps), BpSettings::ft(b.ff_steps));
     let per = if b.lp_only { 5 } else { METHODS.len() };
     let total = (b.ks.len() * b.seeds.len() * per) as u64;
     let pb = bar(total, "transfer");
@@ -123,7 +114,7 @@ pub fn run(
             let test = &data.fashion_test;
             // Zero-shot: the MNIST backbone with a nearest-class-mean head from the examples.
             let ncm = ncm_head(backbone, &support)?;
-            let (zl, za) = eval_float(&ncm, test)?;
+            let zero = eval_float(&ncm, test)?;
             let mut push = |method: &str, run: RunResult| {
                 cells.push(Cell {
                     method: method.into(),
@@ -133,15 +124,7 @@ pub fn run(
                 });
                 pb.inc(1);
             };
-            push(
-                METHODS[0],
-                RunResult {
-                    start_acc: za,
-                    acc: za,
-                    loss: zl,
-                    ..Default::default()
-                },
-            );
+            push(METHODS[0], RunResult::untrained(zero));
             let depths: &[Depth] = if b.lp_only {
                 &[Depth::Head]
             } else {
