@@ -560,11 +560,19 @@ fn speech_part(
         .map_or(2, |n| n.get())
         .clamp(1, 4);
     let chunk = jobs.len().div_ceil(threads);
+    let progress = indicatif::ProgressBar::new(jobs.len() as u64)
+        .with_message(format!("{}: espeak-ng + log-mel", show(dir)));
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} utterances, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let results: Vec<Result<Vec<Vec<u8>>, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| {
-                let (combos, speakers) = (&combos, speakers);
+                let (combos, speakers, progress) = (&combos, speakers, &progress);
                 s.spawn(move || {
                     let mel = LogMel::new(LogMelConfig::KWS, SPEECH_RATE);
                     part.iter()
@@ -572,14 +580,16 @@ fn speech_part(
                             let (speed, pitch) = combos[c];
                             let seed = ((sp * 16 + w) * 16 + c) as u64;
                             let seed = seed ^ (dir.file_name().map_or(0, |n| n.len() as u64) << 40);
-                            speech_utterance(
+                            let r = speech_utterance(
                                 &mel,
                                 &speakers[sp],
                                 SPEECH_WORDS[w],
                                 speed,
                                 pitch,
                                 seed,
-                            )
+                            );
+                            progress.inc(1);
+                            r
                         })
                         .collect()
                 })
@@ -593,6 +603,7 @@ fn speech_part(
             })
             .collect()
     });
+    progress.finish_and_clear();
     let mut images = Vec::new();
     for r in results {
         images.extend(r?);
