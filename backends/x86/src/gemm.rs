@@ -34,8 +34,9 @@
 
 use lastmile_core::quant::QuantMultiplier;
 
+use crate::direct::{Direct, DirectInput};
 use crate::gather::{AFormat, Rows};
-use crate::kernels::{AlignedBytes, Clamp, HiLoRow, TileOp, Token};
+use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, TileArgs, TileOp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
 
 /// Dword groups per Madd16 tile call: 128 groups = 256 elements, so every `i32` lane sum
@@ -47,6 +48,8 @@ pub(crate) const A_BLOCK_BYTES: usize = 96 * 1024;
 
 /// Largest tile: `rows · nb · lanes` `i32` (8·2·16, 6·4·16, 6·2·8).
 const TILE_MAX: usize = 384;
+/// Largest tile height.
+const MR_MAX: usize = 8;
 /// Largest `nr` (output channels per tile).
 const NR_MAX: usize = 64;
 /// Largest `rows · nr` of a Madd16 tile (6 · 16).
@@ -83,26 +86,36 @@ impl Requant {
         }
     }
 
-    /// The Vnni16 epilogue of one tile row (see [`Token::requant_hilo`]).
-    fn hilo(&self, tok: Token, r: HiLoRow<'_>, c0: usize, valid: usize, out: &mut [i8]) {
-        let len = out.len();
+    /// The Vnni16 epilogue of a tile's `row_terms.len()` rows (see
+    /// [`Token::requant_hilo_rows`]): row `i` of `t` is `nr` `hi` then `nr` `lo'` sums.
+    #[allow(clippy::too_many_arguments)]
+    fn hilo_rows(
+        &self,
+        tok: Token,
+        t: &[i32],
+        corr: HiLoCorr<'_>,
+        row_terms: &[i64],
+        c0: usize,
+        valid: usize,
+        out: &mut [i8],
+        out_stride: usize,
+    ) {
+        let nr = t.len() / (2 * row_terms.len());
         if self.wide_ok {
-            tok.requant_hilo(
-                r,
-                &self.mult[c0..c0 + len],
-                &self.shift[c0..c0 + len],
-                self.clamp,
-                out,
-            );
+            let (m, s) = (&self.mult[c0..c0 + nr], &self.shift[c0..c0 + nr]);
+            tok.requant_hilo_rows(t, corr, row_terms, m, s, self.clamp, out, out_stride);
         } else {
             let q = self.clamp;
             let ms = &self.multipliers[c0..c0 + valid];
-            for (j, (o, m)) in out.iter_mut().zip(ms).enumerate() {
-                let acc = ((r.hi[j].wrapping_add(r.c_hi[j]) as i64) << 8)
-                    + r.lo[j].wrapping_add(r.c_lo[j]) as i64
-                    + r.c64[j]
-                    + r.row;
-                *o = m.requantize(acc, q.zp, q.lo, q.hi);
+            for (i, &row) in row_terms.iter().enumerate() {
+                let (hi, lo) = t[i * 2 * nr..(i + 1) * 2 * nr].split_at(nr);
+                for (j, m) in ms.iter().enumerate() {
+                    let acc = ((hi[j].wrapping_add(corr.c_hi[j]) as i64) << 8)
+                        + lo[j].wrapping_add(corr.c_lo[j]) as i64
+                        + corr.c64[j]
+                        + row;
+                    out[i * out_stride + j] = m.requantize(acc, q.zp, q.lo, q.hi);
+                }
             }
         }
     }
@@ -137,6 +150,27 @@ pub(crate) struct GemmLayer {
     pub packed: PackedWeights,
     pub corr: Corrections,
     pub requant: Requant,
+    /// Convolutions read in place from a padded input copy instead of im2col (VNNI).
+    pub direct: Option<Direct>,
+    /// Forwards run so far (their parity sets the panel sweep direction).
+    pub sweeps: Sweeps,
+}
+
+/// A forward counter that clones as a fresh copy (layers are cloned with their models).
+#[derive(Debug, Default)]
+pub(crate) struct Sweeps(std::sync::atomic::AtomicUsize);
+
+impl Sweeps {
+    /// This forward's number (counting from 0).
+    fn next(&self) -> usize {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for Sweeps {
+    fn clone(&self) -> Self {
+        Sweeps(self.0.load(std::sync::atomic::Ordering::Relaxed).into())
+    }
 }
 
 /// Per-thread scratch: gathered activation rows (and their sums for Vnni16), plus a
@@ -146,6 +180,9 @@ pub(crate) struct Scratch {
     a: AlignedBytes,
     row_sums: Vec<u64>,
     pub(crate) out: Vec<i8>,
+    /// The padded input of a direct convolution (used in the first thread's scratch,
+    /// shared read-only by all threads).
+    direct: DirectInput,
 }
 
 impl GemmLayer {
@@ -178,15 +215,48 @@ impl GemmLayer {
         let blocks = m_total.div_ceil(mb);
         let groups = self.packed.n_pad / self.packed.nr;
         let threads = scratch.len().max(1);
+        // Taken out of the first scratch so every thread can read it.
+        let mut direct_in = std::mem::take(&mut scratch[0].direct);
+        if let (Some(d), Rows::Conv(g)) = (&self.direct, &self.rows) {
+            let samples = m_total / (g.ho * g.wo).max(1);
+            let sums = self.packed.scheme == Scheme::Vnni16;
+            d.fill(tok, x, samples, self.zp_in, sums, &mut direct_in);
+        }
+        let din = &direct_in;
+        let sweep = self.sweeps.next();
         if threads == 1 || (blocks < 2 && groups < 2) {
-            self.run_rows(tok, x, 0, m_total, 0..groups, y, n, 0, &mut scratch[0]);
+            self.run_rows(
+                tok,
+                x,
+                din,
+                sweep,
+                0,
+                m_total,
+                0..groups,
+                y,
+                n,
+                0,
+                &mut scratch[0],
+            );
         } else if blocks >= threads || blocks >= groups {
             // Disjoint row ranges, whole blocks each.
             let per = blocks.div_ceil(threads) * mb;
             std::thread::scope(|s| {
                 for ((i, ys), sc) in y.chunks_mut(per * n).enumerate().zip(scratch.iter_mut()) {
                     s.spawn(move || {
-                        self.run_rows(tok, x, i * per, ys.len() / n, 0..groups, ys, n, 0, sc)
+                        self.run_rows(
+                            tok,
+                            x,
+                            din,
+                            sweep,
+                            i * per,
+                            ys.len() / n,
+                            0..groups,
+                            ys,
+                            n,
+                            0,
+                            sc,
+                        )
                     });
                 }
             });
@@ -207,7 +277,8 @@ impl GemmLayer {
                         let mut out = std::mem::take(&mut sc.out);
                         out.clear();
                         out.resize(m_total * cols, 0);
-                        self.run_rows(tok, x, 0, m_total, g0..g1, &mut out, cols, g0 * nr, sc);
+                        let (y, c0) = (&mut out, g0 * nr);
+                        self.run_rows(tok, x, din, sweep, 0, m_total, g0..g1, y, cols, c0, sc);
                         sc.out = out;
                     });
                 }
@@ -223,6 +294,7 @@ impl GemmLayer {
                 }
             }
         }
+        scratch[0].direct = direct_in;
     }
 
     /// Rows `m0 .. m0 + count`, panel groups `groups`, into `y` (row stride `y_stride`,
@@ -232,6 +304,8 @@ impl GemmLayer {
         &self,
         tok: Token,
         x: &[i8],
+        din: &DirectInput,
+        sweep: usize,
         m0: usize,
         count: usize,
         groups: core::ops::Range<usize>,
@@ -253,12 +327,21 @@ impl GemmLayer {
         let mut n32 = [0i32; TILE_MAX];
         let mut o8t = [0i8; TILE_MAX];
         let mut o8 = [0i8; NR_MAX];
+        // Linear layers: every weight is used by one tile per block, so the panels
+        // stream (from L3 when they outgrow L2) and the tile prefetches them.
+        let streaming = matches!(self.rows, Rows::Dense { .. });
         let mut b0 = 0;
         while b0 < count {
             let rows = mb.min(count - b0);
-            sc.a.ensure(mb * stride);
-            match self.format() {
-                AFormat::U8 => {
+            match (&self.direct, self.format()) {
+                (Some(d), _) => {
+                    if p.scheme == Scheme::Vnni16 {
+                        sc.row_sums.clear();
+                        d.row_sums(din, m0 + b0, rows, &mut sc.row_sums);
+                    }
+                }
+                (None, AFormat::U8) => {
+                    sc.a.ensure(mb * stride);
                     let a = &mut sc.a.as_mut_slice()[..rows * stride];
                     tok.gather_u8(&self.rows, x, m0 + b0, rows, self.zp_in, stride, a);
                     if p.scheme == Scheme::Vnni16 {
@@ -267,20 +350,47 @@ impl GemmLayer {
                         tok.row_sums(a, stride, rows, p.k, &mut sc.row_sums);
                     }
                 }
-                AFormat::I16 => {
+                (None, AFormat::I16) => {
+                    sc.a.ensure(mb * stride);
                     let a = &mut sc.a.as_mut_i16()[..rows * stride / 2];
                     tok.gather_i16(&self.rows, x, m0 + b0, rows, self.zp_in, stride / 2, a);
                 }
             }
             let a = sc.a.as_slice();
-            for g in groups.clone() {
+            // Sweep the panel groups in alternating directions (per block, and per
+            // forward): the groups used last are still in cache when the next sweep
+            // starts with them. Groups write disjoint channels, so the order is free.
+            let reverse = (sweep + b0 / mb) % 2 == 1;
+            let ng = groups.len();
+            for gi in 0..ng {
+                let g = if reverse {
+                    groups.end - 1 - gi
+                } else {
+                    groups.start + gi
+                };
                 let c0 = g * nr;
                 let valid = nr.min(p.n - c0);
                 let w_main = &p.main.as_slice()[g * group_bytes..(g + 1) * group_bytes];
                 let mut mt = 0;
                 while mt < rows {
-                    let r = mr.min(rows - mt);
-                    let a_t = &a[mt * stride..];
+                    // The tile's rows: gathered in `a`, or read in place (direct).
+                    let (r, a_t, a_stride, segs, kg) = match &self.direct {
+                        Some(d) => {
+                            let (at, left) = d.window(m0 + b0 + mt);
+                            let r = mr.min(rows - mt).min(left);
+                            (r, &din.codes()[at..], d.a_stride, &d.segs[..], d.kg)
+                        }
+                        None => (mr.min(rows - mt), &a[mt * stride..], stride, &[0][..], p.kg),
+                    };
+                    let tile_args = TileArgs {
+                        a_stride,
+                        segs,
+                        kg,
+                        panel_stride: p.panel_stride,
+                        nb: p.nb,
+                        // Later tiles of the block find the panels in L1.
+                        prefetch: streaming && mt == 0,
+                    };
                     match p.scheme {
                         Scheme::Vnni8 | Scheme::Madd8 => {
                             let op = if p.scheme == Scheme::Vnni8 {
@@ -288,17 +398,7 @@ impl GemmLayer {
                             } else {
                                 TileOp::MaddI16
                             };
-                            tok.tile(
-                                op,
-                                a_t,
-                                stride,
-                                r,
-                                p.kg,
-                                w_main,
-                                p.panel_stride,
-                                p.nb,
-                                &mut t32,
-                            );
+                            tok.tile_segments(op, a_t, r, w_main, tile_args, &mut t32);
                             let yo = (b0 + mt) * y_stride + c0 - col0;
                             emit_rows(y, yo, y_stride, r, valid, nr, &mut o8t, |out, stride| {
                                 tok.requant32_rows(
@@ -315,17 +415,7 @@ impl GemmLayer {
                         }
                         Scheme::Vnni16 => {
                             // One pass: panel 0 = hi, panel 1 = lo' of the same channels.
-                            tok.tile(
-                                TileOp::ActU8,
-                                a_t,
-                                stride,
-                                r,
-                                p.kg,
-                                w_main,
-                                p.panel_stride,
-                                p.nb,
-                                &mut t32,
-                            );
+                            tok.tile_segments(TileOp::ActU8, a_t, r, w_main, tile_args, &mut t32);
                             if corr.narrow {
                                 // Everything wraps in i32; the true totals fit i32.
                                 for i in 0..r {
@@ -368,21 +458,20 @@ impl GemmLayer {
                                 mt += r;
                                 continue;
                             }
-                            for i in 0..r {
-                                let t = &t32[i * 2 * nr..(i + 1) * 2 * nr];
-                                let row = HiLoRow {
-                                    hi: &t[..nr],
-                                    lo: &t[nr..],
-                                    c_hi: &corr.c32[c0..c0 + nr],
-                                    c_lo: &corr.c32_lo[c0..c0 + nr],
-                                    c64: &corr.c64[c0..c0 + nr],
-                                    row: 128 * sc.row_sums[mt + i] as i64,
-                                };
-                                let yo = (b0 + mt + i) * y_stride + c0 - col0;
-                                emit(y, yo, valid, nr, &mut o8, |out| {
-                                    rq.hilo(tok, row, c0, valid, out)
-                                });
+                            let mut row_terms = [0i64; MR_MAX];
+                            for (i, t) in row_terms[..r].iter_mut().enumerate() {
+                                *t = 128 * sc.row_sums[mt + i] as i64;
                             }
+                            let hl = HiLoCorr {
+                                c_hi: &corr.c32[c0..c0 + nr],
+                                c_lo: &corr.c32_lo[c0..c0 + nr],
+                                c64: &corr.c64[c0..c0 + nr],
+                            };
+                            let t = &t32[..r * 2 * nr];
+                            let yo = (b0 + mt) * y_stride + c0 - col0;
+                            emit_rows(y, yo, y_stride, r, valid, nr, &mut o8t, |out, stride| {
+                                rq.hilo_rows(tok, t, hl, &row_terms[..r], c0, valid, out, stride)
+                            });
                         }
                         Scheme::Madd16 => {
                             let mut kg0 = 0;

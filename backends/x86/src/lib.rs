@@ -42,6 +42,8 @@ use lastmile_core::quant::WeightBits;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
+mod direct;
+#[cfg(target_arch = "x86_64")]
 mod gather;
 #[cfg(target_arch = "x86_64")]
 mod gemm;

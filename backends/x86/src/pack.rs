@@ -72,6 +72,9 @@ pub(crate) struct PackedWeights {
     pub sum_main: Vec<i64>,
     /// Per channel: `Σ lo'` (Vnni16).
     pub sum_lo: Vec<i64>,
+    /// Per channel: `Σ |w|` (Vnni16), which bounds the accumulator (see
+    /// [`Corrections::narrow`]).
+    pub sum_abs: Vec<i64>,
 }
 
 impl PackedWeights {
@@ -100,6 +103,7 @@ impl PackedWeights {
             main: AlignedBytes::zeroed(bytes),
             sum_main: vec![0; n_pad],
             sum_lo: vec![0; n_pad],
+            sum_abs: vec![0; n_pad],
         }
     }
 
@@ -149,8 +153,8 @@ impl PackedWeights {
             }
             (Scheme::Vnni16, Weights::I16(w)) => {
                 assert_eq!(w.len(), n * k);
-                self.tok
-                    .sums_hilo(w, k, &mut self.sum_main[..n], &mut self.sum_lo[..n]);
+                let (hi, lo) = (&mut self.sum_main[..n], &mut self.sum_lo[..n]);
+                self.tok.sums_hilo(w, k, hi, lo, &mut self.sum_abs[..n]);
                 self.traverse(w, Weights::I16, |row, g, hi, lo| {
                     let q = group::<4, _>(row, g);
                     for j in 0..4 {
@@ -295,9 +299,12 @@ pub(crate) struct Corrections {
     pub c64: Vec<i64>,
     /// Vnni16: `c64` modulo 2^32, for the narrow path.
     pub c32_narrow: Vec<i32>,
-    /// Vnni16: every accumulator of the layer fits `i32`
-    /// (`K·255·32767 + max |bias| ≤ 2^31 − 1`), so the whole combination may be done in
-    /// wrapping `i32` and requantized like 8w8a (exact: the true value fits).
+    /// Vnni16: every accumulator of the layer fits `i32` —
+    /// `|bias_c + Σ (x−zp)·w| ≤ |bias_c| + 255·Σ_k |w_ck| ≤ 2^31 − 1` for every channel,
+    /// checked on the actual weights whenever they are packed — so the whole combination
+    /// may be done in wrapping `i32` and requantized like 8w8a (exact: the true value
+    /// fits). Typical trained 16-bit 3×3 convs over 64 channels pass; the worst case
+    /// (every code ±32767) passes only for `K ≤ 257`.
     pub narrow: bool,
 }
 
@@ -313,11 +320,9 @@ impl Corrections {
         self.c64.resize(n_pad, 0);
         self.c32_narrow.clear();
         self.c32_narrow.resize(n_pad, 0);
-        let max_bias = bias.map_or(0, |b| {
-            b.iter().map(|&v| (v as i64).abs()).max().unwrap_or(0)
-        });
+        let bias_abs = |c: usize| bias.map_or(0, |b| (b[c] as i64).abs());
         self.narrow = packed.scheme == Scheme::Vnni16
-            && (packed.k as i64) * 255 * 32_767 + max_bias <= i32::MAX as i64;
+            && (0..packed.n).all(|c| bias_abs(c) + 255 * packed.sum_abs[c] <= i32::MAX as i64);
         let zp = zp as i64;
         let k = packed.k as i64;
         for c in 0..packed.n {
@@ -347,15 +352,14 @@ pub(crate) fn sums_i8(w: &[i8], k: usize, out: &mut [i64]) {
 }
 
 /// Per row: `Σ hi` and `Σ lo'` of the Vnni16 split (`hi = w >> 8`, `lo' = (w & 255) − 128`),
-/// each `|Σ| ≤ 255·MAX_K` fits `i32` exactly. Call through `Token::sums_hilo`.
+/// each `|Σ| ≤ 255·MAX_K` fits `i32` exactly, and `Σ |w|` (`≤ 32768·MAX_K = 2^31` fits
+/// `u32`). Call through `Token::sums_hilo`.
 #[inline(always)]
-pub(crate) fn sums_hilo(w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64]) {
-    for ((h, l), row) in hi
-        .iter_mut()
-        .zip(lo.iter_mut())
-        .zip(w.chunks_exact(k.max(1)))
-    {
+pub(crate) fn sums_hilo(w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64], abs: &mut [i64]) {
+    let rows = w.chunks_exact(k.max(1));
+    for (((h, l), a), row) in hi.iter_mut().zip(lo.iter_mut()).zip(abs).zip(rows) {
         *h = row.iter().map(|&v| (v >> 8) as i32).sum::<i32>() as i64;
         *l = row.iter().map(|&v| (v & 0xff) as i32).sum::<i32>() as i64 - 128 * k as i64;
+        *a = row.iter().map(|&v| v.unsigned_abs() as u32).sum::<u32>() as i64;
     }
 }

@@ -15,10 +15,11 @@ use lastmile_core::plan::NodePlan;
 use lastmile_core::quant::WeightBits;
 
 use crate::depthwise::{DwLayer, DwScratch};
+use crate::direct::Direct;
 use crate::gather::{ConvGeom, Rows};
 use crate::gemm::{GemmLayer, Requant, Scratch};
 use crate::kernels::{AddConsts, Clamp, Token};
-use crate::pack::{Corrections, PackedWeights};
+use crate::pack::{Corrections, PackedWeights, Scheme};
 
 /// Which params a packed node reads, and which of them may change between forwards.
 #[derive(Clone, Copy, Debug)]
@@ -281,7 +282,13 @@ fn gemm_layer(
     let mut corr = Corrections::default();
     corr.update(&packed, zp_in, bias);
     let requant = Requant::new(multipliers, packed.n_pad, clamp);
+    let direct = match &rows {
+        Rows::Conv(g) if matches!(packed.scheme, Scheme::Vnni8 | Scheme::Vnni16) => Direct::new(g),
+        _ => None,
+    };
     GemmLayer {
+        direct,
+        sweeps: Default::default(),
         rows,
         zp_in,
         packed,

@@ -4,7 +4,7 @@
 
 use lastmile_core::quant::QuantMultiplier;
 
-use crate::kernels::{Clamp, HiLoRow, Isa, TileOp, Token};
+use crate::kernels::{Clamp, HiLoCorr, HiLoRow, Isa, TileOp, Token};
 
 fn tokens() -> Vec<Token> {
     [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
@@ -175,6 +175,66 @@ fn requant_hilo_combines_and_requantizes_exactly() {
                 let acc = 256 * want_parts[c].0 + want_parts[c].1 + c64[c] + row;
                 let want = ms[c].requantize(acc, q.zp, q.lo, q.hi);
                 assert_eq!(out[c], want, "{tok:?} acc {acc} {:?}", ms[c]);
+            }
+        }
+    }
+}
+
+/// The tile form (rows, hoisted constants, strided output) matches the row form.
+#[test]
+fn requant_hilo_rows_matches_the_row_form() {
+    let mut rng = Rng(41);
+    for tok in tokens() {
+        for rows in 1..=8 {
+            let len = tok.lanes() * 2;
+            let t: Vec<i32> = (0..rows * 2 * len).map(|_| rng.next() as i32).collect();
+            let per_channel =
+                |rng: &mut Rng| -> Vec<i32> { (0..len).map(|_| rng.next() as i32).collect() };
+            let (c_hi, c_lo) = (per_channel(&mut rng), per_channel(&mut rng));
+            // Raw sums may wrap; keep the true `hi`/`lo'` terms within the tile bound by
+            // deriving them from bounded values (as the combination test does).
+            let bound = 65_536i64 * 255 * 128;
+            let mut t = t;
+            for r in 0..rows {
+                for c in 0..len {
+                    let (th, tl) = (rng.range(-bound, bound), rng.range(-bound, bound));
+                    t[r * 2 * len + c] = (th as i32).wrapping_sub(c_hi[c]);
+                    t[r * 2 * len + len + c] = (tl as i32).wrapping_sub(c_lo[c]);
+                }
+            }
+            let c64: Vec<i64> = (0..len).map(|_| rng.range(-(1 << 38), 1 << 38)).collect();
+            let row_terms: Vec<i64> = (0..rows)
+                .map(|_| rng.range(0, 128 * 255 * 65_536))
+                .collect();
+            let ms: Vec<QuantMultiplier> = (0..len).map(|_| multiplier(&mut rng, 22)).collect();
+            let mult: Vec<i32> = ms.iter().map(|m| m.multiplier).collect();
+            let shift: Vec<i32> = ms.iter().map(|m| m.shift as i32).collect();
+            let q = clamps(&mut rng);
+            let stride = len + 5;
+            let mut out = vec![0i8; rows * stride];
+            let corr = HiLoCorr {
+                c_hi: &c_hi,
+                c_lo: &c_lo,
+                c64: &c64,
+            };
+            tok.requant_hilo_rows(&t, corr, &row_terms, &mult, &shift, q, &mut out, stride);
+            for (r, &row) in row_terms.iter().enumerate() {
+                let (hi, lo) = t[r * 2 * len..(r + 1) * 2 * len].split_at(len);
+                let one = HiLoRow {
+                    hi,
+                    lo,
+                    c_hi: &c_hi,
+                    c_lo: &c_lo,
+                    c64: &c64,
+                    row,
+                };
+                let mut want = vec![0i8; len];
+                tok.requant_hilo(one, &mult, &shift, q, &mut want);
+                assert_eq!(
+                    &out[r * stride..r * stride + len],
+                    &want[..],
+                    "{tok:?} rows {rows} row {r}"
+                );
             }
         }
     }
@@ -453,7 +513,9 @@ fn packing_puts_every_weight_where_the_tile_reads_it() {
                             Scheme::Vnni16 => {
                                 let hi: i64 = row.iter().map(|&v| (v >> 8) as i64).sum();
                                 let lo: i64 = row.iter().map(|&v| ((v & 0xff) - 128) as i64).sum();
+                                let abs: i64 = row.iter().map(|&v| (v as i64).abs()).sum();
                                 assert_eq!((p.sum_main[ch], p.sum_lo[ch]), (hi, lo));
+                                assert_eq!(p.sum_abs[ch], abs);
                             }
                             _ => {}
                         }

@@ -539,13 +539,19 @@ fn tiers_env_and_errors() {
     );
 }
 
-/// 16w8a layers whose accumulators provably fit `i32` take a narrow epilogue: check it at
-/// the exact boundary (`K·255·32767 + |bias| = i32::MAX`) and one past it (wide path).
+/// 16w8a layers whose accumulators provably fit `i32` (`|bias| + 255·Σ|w| ≤ i32::MAX` per
+/// channel, checked on the actual weights) take a narrow epilogue: check it at the exact
+/// boundary and one past it (wide path), with extreme codes (K = 257) and with moderate
+/// codes over a long K (K = 1000, every code ±8000: the bound a K-only rule would refuse).
 #[test]
 fn narrow_16w8a_epilogue_at_its_boundary() {
-    let k = 257usize;
-    let q = 32_767i32;
-    let edge = i32::MAX as i64 - k as i64 * 255 * q as i64; // 98 302
+    for (k, q) in [(257usize, 32_767i32), (1000, 8000)] {
+        narrow_16w8a_boundary(k, q);
+    }
+}
+
+fn narrow_16w8a_boundary(k: usize, q: i32) {
+    let edge = i32::MAX as i64 - k as i64 * 255 * q as i64; // K = 257: 98 302
     for (bias, what) in [(edge, "narrow"), (edge + 1, "wide")] {
         let b = bias as i32;
         let mut codes = vec![q as i16; k];
@@ -562,9 +568,9 @@ fn narrow_16w8a_epilogue_at_its_boundary() {
             -128,
             0,
         );
-        check(&m, &vec![127i8; k], 1, &format!("16w8a K=257 {what}"));
+        check(&m, &vec![127i8; k], 1, &format!("16w8a K={k} {what}"));
         let mut rng = Rng(17);
         let x = inputs(&mut rng, 9 * k, -128, false);
-        check(&m, &x, 9, &format!("16w8a K=257 {what} random"));
+        check(&m, &x, 9, &format!("16w8a K={k} {what} random"));
     }
 }

@@ -43,6 +43,31 @@ pub(crate) struct HiLoRow<'a> {
     pub row: i64,
 }
 
+/// The shape of a [`Token::tile_segments`] call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileArgs<'a> {
+    /// Bytes between the tile's activation rows.
+    pub a_stride: usize,
+    /// Byte offsets of each row's segments.
+    pub segs: &'a [usize],
+    /// Dword groups per segment.
+    pub kg: usize,
+    /// Bytes between weight panels.
+    pub panel_stride: usize,
+    /// Weight panels.
+    pub nb: usize,
+    /// Prefetch the panels ahead (weights streamed once, from L3).
+    pub prefetch: bool,
+}
+
+/// The per-channel corrections of a 16w8a tile (see [`HiLoRow`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HiLoCorr<'a> {
+    pub c_hi: &'a [i32],
+    pub c_lo: &'a [i32],
+    pub c64: &'a [i64],
+}
+
 /// A SIMD instruction set this crate has kernels for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Isa {
@@ -163,6 +188,38 @@ impl Token {
         nb: usize,
         out: &mut [i32],
     ) {
+        let t = TileArgs {
+            a_stride,
+            segs: &[0],
+            kg,
+            panel_stride,
+            nb,
+            prefetch: false,
+        };
+        self.tile_segments(op, a, rows, w, t, out)
+    }
+
+    /// [`Token::tile`] over rows made of `segs.len()` segments of `kg` dword groups each,
+    /// segment `s` of row `i` at `a[i·a_stride + segs[s] ..]`; the weight panels hold the
+    /// segments' groups one after another (`segs.len()·kg` groups). A direct convolution
+    /// reads its kernel rows' windows in place this way instead of gathering them.
+    pub(crate) fn tile_segments(
+        self,
+        op: TileOp,
+        a: &[u8],
+        rows: usize,
+        w: &[u8],
+        t: TileArgs<'_>,
+        out: &mut [i32],
+    ) {
+        let TileArgs {
+            a_stride,
+            segs,
+            kg,
+            panel_stride,
+            nb,
+            prefetch,
+        } = t;
         let lanes = self.lanes();
         let f = self.tile_fn(op);
         assert!((1..=4).contains(&nb), "tile panels {nb}");
@@ -170,16 +227,17 @@ impl Token {
             (1..=gemm::max_rows(f, nb)).contains(&rows),
             "tile rows {rows}"
         );
+        let seg_max = segs.iter().copied().max().expect("tile: no segments");
         let a_need = (rows - 1)
             .checked_mul(a_stride)
-            .and_then(|v| v.checked_add(kg.checked_mul(4)?));
+            .and_then(|v| v.checked_add(seg_max)?.checked_add(kg.checked_mul(4)?));
         assert!(
             a_need.is_some_and(|n| n <= a.len()),
             "tile: activations too short"
         );
         let w_need = (nb - 1)
             .checked_mul(panel_stride)
-            .and_then(|v| v.checked_add(kg.checked_mul(lanes * 4)?));
+            .and_then(|v| v.checked_add(kg.checked_mul(segs.len())?.checked_mul(lanes * 4)?));
         assert!(
             w_need.is_some_and(|n| n <= w.len()),
             "tile: weights too short"
@@ -188,19 +246,23 @@ impl Token {
         assert!(out.len() >= rows * nr, "tile: output too short");
         let raw = gemm::RawTile {
             kg,
+            segs: segs.as_ptr(),
+            nseg: segs.len(),
             a: a.as_ptr(),
             a_stride,
             w: w.as_ptr(),
             panel_stride,
             out: out.as_mut_ptr(),
             out_stride: nr,
+            prefetch,
         };
         // SAFETY: the token proves the CPU has this ISA's features (`Token::new`); `f`
         // belongs to the ISA (`tile_fn`); `nb ≤ 4` and `rows ≤ max_rows(f, nb)` are the
         // shapes `gemm::run` instantiates; the asserts above establish the memory contract
-        // of `gemm::tile`: rows `i < rows` read `(rows−1)·a_stride + 4·kg ≤ a.len()` bytes,
-        // panels read `(nb−1)·panel_stride + kg·lanes·4 ≤ w.len()` bytes, and the output
-        // writes `rows·nr ≤ out.len()` i32 with row stride `nr`.
+        // of `gemm::tile`: `segs` is a live slice of `nseg` offsets; row `i < rows`,
+        // segment `s` reads up to `(rows−1)·a_stride + max(segs) + 4·kg ≤ a.len()` bytes,
+        // panels read `(nb−1)·panel_stride + nseg·kg·lanes·4 ≤ w.len()` bytes, and the
+        // output writes `rows·nr ≤ out.len()` i32 with row stride `nr`.
         unsafe { gemm::run(f, rows, nb, raw) }
     }
 
@@ -373,6 +435,86 @@ impl Token {
             Isa::Avx2 | Isa::AvxVnni => unsafe {
                 requant::requant_hilo_ymm(len, p, q, out.as_mut_ptr())
             },
+        }
+    }
+
+    /// [`Token::requant_hilo`] on the `rows` rows of a 16w8a tile `t` (row `r`: `len` `hi`
+    /// sums then `len` `lo'` sums, at `t[r·2·len ..]`), row `r` with row term
+    /// `row_terms[r]`, written to `out[r·out_stride .. + len]`. On AVX-512 the
+    /// per-channel constants are loaded once per tile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn requant_hilo_rows(
+        self,
+        t: &[i32],
+        corr: HiLoCorr<'_>,
+        row_terms: &[i64],
+        mult: &[i32],
+        shift: &[i32],
+        q: Clamp,
+        out: &mut [i8],
+        out_stride: usize,
+    ) {
+        let rows = row_terms.len();
+        assert!(
+            rows >= 1 && t.len().is_multiple_of(2 * rows),
+            "requant_hilo_rows: ragged"
+        );
+        let len = t.len() / (2 * rows);
+        let need = (rows - 1)
+            .checked_mul(out_stride)
+            .and_then(|o| o.checked_add(len));
+        assert!(
+            need.is_some_and(|n| n <= out.len()),
+            "requant_hilo_rows: output too short"
+        );
+        let row = |r: usize| HiLoRow {
+            hi: &t[r * 2 * len..r * 2 * len + len],
+            lo: &t[r * 2 * len + len..(r + 1) * 2 * len],
+            c_hi: corr.c_hi,
+            c_lo: corr.c_lo,
+            c64: corr.c64,
+            row: row_terms[r],
+        };
+        if self.isa != Isa::Avx512Vnni {
+            for r in 0..rows {
+                let o = r * out_stride;
+                self.requant_hilo(row(r), mult, shift, q, &mut out[o..o + len]);
+            }
+            return;
+        }
+        assert!(len.is_multiple_of(16), "requant_hilo_rows: ragged length");
+        let inputs = [
+            corr.c_hi.len(),
+            corr.c_lo.len(),
+            corr.c64.len(),
+            mult.len(),
+            shift.len(),
+        ];
+        assert!(
+            inputs.iter().all(|&l| l >= len),
+            "requant_hilo_rows: short input"
+        );
+        debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
+        let r0 = row(0);
+        let p = requant::HiLo {
+            hi: r0.hi.as_ptr(),
+            lo: r0.lo.as_ptr(),
+            c_hi: r0.c_hi.as_ptr(),
+            c_lo: r0.c_lo.as_ptr(),
+            c64: r0.c64.as_ptr(),
+            row: 0,
+            mult: mult.as_ptr(),
+            shift: shift.as_ptr(),
+        };
+        // SAFETY: the token proves avx512f/bw/vl (checked: this ISA); `len` is a multiple
+        // of 16; row `r`'s `hi`/`lo` sums are `len` `i32` at `t[r·2·len ..]` and
+        // `t[r·2·len + len ..]`, inside `t` (`t.len() = rows·2·len`); the per-channel
+        // inputs hold `len` values, `row_terms` `rows`; every output row
+        // `r·out_stride .. + len` is inside `out` (asserted above).
+        unsafe {
+            let o = out.as_mut_ptr();
+            let rt = row_terms.as_ptr();
+            requant::requant_hilo_rows_zmm(len, rows, p, 2 * len, rt, q, o, out_stride)
         }
     }
 
@@ -790,8 +932,14 @@ mod autovec {
             }
 
             #[target_feature(enable = $f)]
-            pub(super) fn $s16(w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64]) {
-                crate::pack::sums_hilo(w, k, hi, lo)
+            pub(super) fn $s16(
+                w: &[i16],
+                k: usize,
+                hi: &mut [i64],
+                lo: &mut [i64],
+                abs: &mut [i64],
+            ) {
+                crate::pack::sums_hilo(w, k, hi, lo, abs)
             }
         };
     }
@@ -811,12 +959,19 @@ impl Token {
     }
 
     /// `crate::pack::sums_hilo` compiled for this tier.
-    pub(crate) fn sums_hilo(self, w: &[i16], k: usize, hi: &mut [i64], lo: &mut [i64]) {
+    pub(crate) fn sums_hilo(
+        self,
+        w: &[i16],
+        k: usize,
+        hi: &mut [i64],
+        lo: &mut [i64],
+        abs: &mut [i64],
+    ) {
         match self.isa {
             // SAFETY: the token proves avx512f/bw/vl; the callee is safe code.
-            Isa::Avx512Vnni => unsafe { autovec::sums_hilo_zmm(w, k, hi, lo) },
+            Isa::Avx512Vnni => unsafe { autovec::sums_hilo_zmm(w, k, hi, lo, abs) },
             // SAFETY: the token proves avx2; the callee is safe code.
-            Isa::Avx2 | Isa::AvxVnni => unsafe { autovec::sums_hilo_ymm(w, k, hi, lo) },
+            Isa::Avx2 | Isa::AvxVnni => unsafe { autovec::sums_hilo_ymm(w, k, hi, lo, abs) },
         }
     }
 

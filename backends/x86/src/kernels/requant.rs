@@ -149,20 +149,52 @@ unsafe fn requant32_row_zmm(
 #[inline(always)]
 unsafe fn rq64_zmm(a: __m512i, m: __m512i, s: __m512i, q: Clamp) -> __m128i {
     // SAFETY: only called from functions with avx512f/bw/vl enabled; register-only.
+    unsafe { rq64_zmm_with(a, m, Rq64Zmm::new(s, q)) }
+}
+
+/// The per-channel constants of [`rq64_zmm`], hoisted out of row loops.
+#[derive(Clone, Copy)]
+struct Rq64Zmm {
+    /// `2^(n−1)`.
+    rnd: __m512i,
+    /// `n − 21`.
+    sh: __m512i,
+    zp: __m512i,
+    lo: __m512i,
+    hi: __m512i,
+}
+
+impl Rq64Zmm {
+    #[inline(always)]
+    unsafe fn new(s: __m512i, q: Clamp) -> Self {
+        // SAFETY: only called from functions with avx512f enabled; register-only.
+        unsafe {
+            let one = _mm512_set1_epi64(1);
+            Rq64Zmm {
+                rnd: _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one)),
+                sh: _mm512_sub_epi64(s, _mm512_set1_epi64(21)),
+                zp: _mm512_set1_epi64(q.zp as i64),
+                lo: _mm512_set1_epi64(q.lo as i64),
+                hi: _mm512_set1_epi64(q.hi as i64),
+            }
+        }
+    }
+}
+
+/// [`rq64_zmm`] with its constants precomputed.
+#[inline(always)]
+unsafe fn rq64_zmm_with(a: __m512i, m: __m512i, k: Rq64Zmm) -> __m128i {
+    // SAFETY: only called from functions with avx512f/bw/vl enabled; register-only.
     unsafe {
-        let one = _mm512_set1_epi64(1);
         let a_hi = _mm512_srai_epi64::<21>(a);
         let a_lo = _mm512_and_si512(a, _mm512_set1_epi64((1 << 21) - 1));
         let x = _mm512_mul_epi32(a_hi, m);
-        let y = _mm512_add_epi64(
-            _mm512_mul_epu32(a_lo, m),
-            _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one)),
-        );
+        let y = _mm512_add_epi64(_mm512_mul_epu32(a_lo, m), k.rnd);
         let t = _mm512_add_epi64(x, _mm512_srli_epi64::<21>(y));
-        let r = _mm512_srav_epi64(t, _mm512_sub_epi64(s, _mm512_set1_epi64(21)));
-        let r = _mm512_add_epi64(r, _mm512_set1_epi64(q.zp as i64));
-        let r = _mm512_max_epi64(r, _mm512_set1_epi64(q.lo as i64));
-        let r = _mm512_min_epi64(r, _mm512_set1_epi64(q.hi as i64));
+        let r = _mm512_srav_epi64(t, k.sh);
+        let r = _mm512_add_epi64(r, k.zp);
+        let r = _mm512_max_epi64(r, k.lo);
+        let r = _mm512_min_epi64(r, k.hi);
         _mm512_cvtepi64_epi8(r)
     }
 }
@@ -226,6 +258,56 @@ pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i
             let m = _mm512_cvtepi32_epi64(ld!(p.mult));
             let s = _mm512_cvtepi32_epi64(ld!(p.shift));
             _mm_storel_epi64(out.add(c) as *mut __m128i, rq64_zmm(a, m, s, q));
+        }
+        c += 8;
+    }
+}
+
+/// [`requant_hilo_zmm`] over the `rows` rows of a tile, the per-channel constants loaded
+/// once per 8 channels: row `r` reads `p.hi`/`p.lo` advanced by `r·t_stride` `i32`, adds
+/// `row_terms[r]` (instead of `p.row`) and writes `out + r·out_stride`.
+///
+/// # Safety
+/// As [`requant_hilo_zmm`] for every row `r < rows` (with those offsets), and `row_terms`
+/// readable for `rows` `i64`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn requant_hilo_rows_zmm(
+    len: usize,
+    rows: usize,
+    p: HiLo,
+    t_stride: usize,
+    row_terms: *const i64,
+    q: Clamp,
+    out: *mut i8,
+    out_stride: usize,
+) {
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 32-byte loads of the `i32` inputs of every row, 64-byte
+        // load of `c64`, 8-byte stores, in bounds by the function contract.
+        unsafe {
+            macro_rules! ld {
+                ($p:expr) => {
+                    _mm256_loadu_si256($p as *const __m256i)
+                };
+            }
+            let c_hi = ld!(p.c_hi.add(c));
+            let c_lo = ld!(p.c_lo.add(c));
+            let c64 = _mm512_loadu_si512(p.c64.add(c) as *const __m512i);
+            let m = _mm512_cvtepi32_epi64(ld!(p.mult.add(c)));
+            let k = Rq64Zmm::new(_mm512_cvtepi32_epi64(ld!(p.shift.add(c))), q);
+            for r in 0..rows {
+                let o = r * t_stride + c;
+                let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.hi.add(o)), c_hi));
+                let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.lo.add(o)), c_lo));
+                let a = _mm512_add_epi64(
+                    _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
+                    _mm512_add_epi64(c64, _mm512_set1_epi64(*row_terms.add(r))),
+                );
+                let y = rq64_zmm_with(a, m, k);
+                _mm_storel_epi64(out.add(r * out_stride + c) as *mut __m128i, y);
+            }
         }
         c += 8;
     }
