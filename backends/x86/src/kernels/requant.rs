@@ -55,93 +55,76 @@ pub(super) struct Rows32 {
 /// `shift` for `len`, `out + r·out_stride` writable for `len` bytes per row; `len % 16 == 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn requant32_zmm(p: Rows32, q: Clamp) {
-    for r in 0..p.rows {
-        // SAFETY: row `r` of the contract.
+    // Channels outer, rows inner: the per-channel constants are loaded (and, on the
+    // n ≥ 33 path, derived) once per 16 channels of the tile.
+    let mut c = 0;
+    while c < p.len {
+        // SAFETY: `c + 16 ≤ len`; the loads of `corr`/`mult`/`shift` at `c` and of row `r`'s
+        // accumulators at `r·len + c`, and the 16-byte stores at `r·out_stride + c`, are in
+        // bounds by the function contract; features enabled by the attribute.
         unsafe {
-            requant32_row_zmm(
-                p.len,
-                p.acc.add(r * p.len),
-                p.corr,
-                p.mult,
-                p.shift,
-                q,
-                p.out.add(r * p.out_stride),
-            )
+            let corr = _mm512_loadu_si512(p.corr.add(c) as *const __m512i);
+            let m = _mm512_loadu_si512(p.mult.add(c) as *const __m512i);
+            let s = _mm512_loadu_si512(p.shift.add(c) as *const __m512i);
+            if _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(33)) == 0 {
+                // Every n ≥ 33: the high-dword path (module docs).
+                let one = _mm512_set1_epi32(1);
+                let m_odd = _mm512_srli_epi64::<32>(m);
+                let k = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
+                let rnd = _mm512_sllv_epi32(one, _mm512_sub_epi32(k, one));
+                let (zp, lo, hi) = (
+                    _mm512_set1_epi32(q.zp),
+                    _mm512_set1_epi32(q.lo),
+                    _mm512_set1_epi32(q.hi),
+                );
+                for r in 0..p.rows {
+                    let acc = _mm512_loadu_si512(p.acc.add(r * p.len + c) as *const __m512i);
+                    let a = _mm512_add_epi32(acc, corr);
+                    let pe = _mm512_mul_epi32(a, m);
+                    let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), m_odd);
+                    // Even lanes ← the high dword of their product (dword 2i+1 of `pe`);
+                    // odd lanes keep the high dword of theirs, already in place in `po`.
+                    let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
+                    let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
+                    let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y, zp), lo), hi);
+                    let o = p.out.add(r * p.out_stride + c);
+                    _mm_storeu_si128(o as *mut __m128i, _mm512_cvtepi32_epi8(y));
+                }
+            } else {
+                for r in 0..p.rows {
+                    let acc = _mm512_loadu_si512(p.acc.add(r * p.len + c) as *const __m512i);
+                    let y = rq32_wide_zmm(_mm512_add_epi32(acc, corr), m, s, q);
+                    _mm_storeu_si128(p.out.add(r * p.out_stride + c) as *mut __m128i, y);
+                }
+            }
         }
+        c += 16;
     }
 }
 
+/// 16 `i32` accumulators (with their corrections added) requantized through 64-bit
+/// products, for any shift in `[1, 62]`.
 #[inline(always)]
-unsafe fn requant32_row_zmm(
-    len: usize,
-    acc: *const i32,
-    corr: *const i32,
-    mult: *const i32,
-    shift: *const i32,
-    q: Clamp,
-    out: *mut i8,
-) {
-    // SAFETY: register setup; the caller has avx512f.
-    let (low32, one, zp, lo, hi) = unsafe {
-        (
-            _mm512_set1_epi64(0xFFFF_FFFF),
-            _mm512_set1_epi64(1),
-            _mm512_set1_epi64(q.zp as i64),
-            _mm512_set1_epi64(q.lo as i64),
-            _mm512_set1_epi64(q.hi as i64),
-        )
-    };
-    // SAFETY: register setup; the caller has avx512f.
-    let (s32, s33, one32, zp32, lo32, hi32) = unsafe {
-        (
-            _mm512_set1_epi32(32),
-            _mm512_set1_epi32(33),
-            _mm512_set1_epi32(1),
-            _mm512_set1_epi32(q.zp),
-            _mm512_set1_epi32(q.lo),
-            _mm512_set1_epi32(q.hi),
-        )
-    };
-    let mut c = 0;
-    while c < len {
-        // SAFETY: `c + 16 ≤ len`, so each 64-byte load and the 16-byte store are in bounds
-        // (function contract); features enabled by the attribute.
-        unsafe {
-            let a = _mm512_add_epi32(
-                _mm512_loadu_si512(acc.add(c) as *const __m512i),
-                _mm512_loadu_si512(corr.add(c) as *const __m512i),
-            );
-            let m = _mm512_loadu_si512(mult.add(c) as *const __m512i);
-            let s = _mm512_loadu_si512(shift.add(c) as *const __m512i);
-            if _mm512_cmplt_epi32_mask(s, s33) == 0 {
-                // Every n ≥ 33: the high-dword path (module docs).
-                let pe = _mm512_mul_epi32(a, m);
-                let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
-                // Even lanes ← the high dword of their product (dword 2i+1 of `pe`); odd
-                // lanes keep the high dword of theirs, already in place in `po`.
-                let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
-                let k = _mm512_sub_epi32(s, s32);
-                let rnd = _mm512_sllv_epi32(one32, _mm512_sub_epi32(k, one32));
-                let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
-                let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y, zp32), lo32), hi32);
-                _mm_storeu_si128(out.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(y));
-                c += 16;
-                continue;
-            }
-            let se = _mm512_and_si512(s, low32);
-            let so = _mm512_srli_epi64::<32>(s);
-            let pe = _mm512_mul_epi32(a, m);
-            let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
-            let re = _mm512_sllv_epi64(one, _mm512_sub_epi64(se, one));
-            let ro = _mm512_sllv_epi64(one, _mm512_sub_epi64(so, one));
-            let ye = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
-            let yo = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
-            let ye = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(ye, zp), lo), hi);
-            let yo = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(yo, zp), lo), hi);
-            let r = _mm512_or_si512(_mm512_and_si512(ye, low32), _mm512_slli_epi64::<32>(yo));
-            _mm_storeu_si128(out.add(c) as *mut __m128i, _mm512_cvtepi32_epi8(r));
-        }
-        c += 16;
+unsafe fn rq32_wide_zmm(a: __m512i, m: __m512i, s: __m512i, q: Clamp) -> __m128i {
+    // SAFETY: only called from functions with avx512f/bw enabled; register-only.
+    unsafe {
+        let low32 = _mm512_set1_epi64(0xFFFF_FFFF);
+        let one = _mm512_set1_epi64(1);
+        let zp = _mm512_set1_epi64(q.zp as i64);
+        let lo = _mm512_set1_epi64(q.lo as i64);
+        let hi = _mm512_set1_epi64(q.hi as i64);
+        let se = _mm512_and_si512(s, low32);
+        let so = _mm512_srli_epi64::<32>(s);
+        let pe = _mm512_mul_epi32(a, m);
+        let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+        let re = _mm512_sllv_epi64(one, _mm512_sub_epi64(se, one));
+        let ro = _mm512_sllv_epi64(one, _mm512_sub_epi64(so, one));
+        let ye = _mm512_srav_epi64(_mm512_add_epi64(pe, re), se);
+        let yo = _mm512_srav_epi64(_mm512_add_epi64(po, ro), so);
+        let ye = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(ye, zp), lo), hi);
+        let yo = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(yo, zp), lo), hi);
+        let r = _mm512_or_si512(_mm512_and_si512(ye, low32), _mm512_slli_epi64::<32>(yo));
+        _mm512_cvtepi32_epi8(r)
     }
 }
 
