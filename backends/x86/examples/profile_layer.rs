@@ -1,5 +1,5 @@
 //! Runs one benchmark layer in a loop, for `perf record`:
-//! `cargo run --release -p lastmile-backend-x86 --example profile_layer -- <tier> <8|16> <conv|conv1|linear|dw|resnet> [iters]`
+//! `cargo run --release -p lastmile-backend-x86 --example profile_layer -- <tier> <8|16> <conv|conv14|conv1|linear|dw|resnet> [iters]`
 use lastmile_backend_x86::{Tier, X86};
 use lastmile_core::backend::Backend;
 use lastmile_core::graph::{TopologyBuilder, ValueId};
@@ -20,6 +20,7 @@ fn main() {
         _ => {
             let mut b = TopologyBuilder::new(match what {
                 "conv" => &[56, 56, 64][..],
+                "conv14" => &[14, 14, 256][..],
                 "conv1" => &[28, 28, 128][..],
                 "dw" => &[28, 28, 64][..],
                 _ => &[1024][..],
@@ -41,6 +42,17 @@ fn main() {
                     ValueId::INPUT,
                     64,
                     64,
+                    [3, 3],
+                    [1, 1],
+                    [1; 4],
+                    1,
+                    Activation::Relu,
+                ),
+                "conv14" => b.conv2d(
+                    "c",
+                    ValueId::INPUT,
+                    256,
+                    256,
                     [3, 3],
                     [1, 1],
                     [1; 4],

@@ -127,6 +127,16 @@ impl Direct {
         (pixel * g.c_in, g.wo - ox)
     }
 
+    /// The tile starting at GEMM row `m` with `rows_left` rows left in the block and
+    /// tiles of at most `mr` rows: its window offset and height. The rest of the output
+    /// row is split into equal tiles (14 = 5+5+4, not 6+6+2: short tiles run below peak).
+    #[inline]
+    pub(crate) fn tile_at(&self, m: usize, rows_left: usize, mr: usize) -> (usize, usize) {
+        let (at, left) = self.window(m);
+        let left = left.min(rows_left);
+        (at, left.div_ceil(left.div_ceil(mr)))
+    }
+
     /// Appends `Σ_k (x_k + 128)` of rows `m0 .. m0 + count` (padding taps included, as
     /// the gathered rows' sums) to `out`; needs [`Direct::fill`] with `sums`.
     pub(crate) fn row_sums(&self, din: &DirectInput, m0: usize, count: usize, out: &mut Vec<u64>) {

@@ -194,10 +194,14 @@ impl GemmLayer {
     }
 
     /// Rows per block: a multiple of the tile height, about [`A_BLOCK_BYTES`] of rows.
+    /// A direct convolution's blocks are whole output rows (its tiles never cross one).
     fn block_rows(&self, tok: Token) -> usize {
         let mr = tok.mr(self.packed.nb);
         let stride = self.packed.kg * 4;
-        (A_BLOCK_BYTES / stride.max(1) / mr).max(1) * mr
+        match (&self.direct, &self.rows) {
+            (Some(_), Rows::Conv(g)) => (A_BLOCK_BYTES / stride.max(1) / g.wo).max(1) * g.wo,
+            _ => (A_BLOCK_BYTES / stride.max(1) / mr).max(1) * mr,
+        }
     }
 
     /// Runs the layer on `m_total` rows of input `x`, writing `y` (`m_total × n`).
@@ -376,8 +380,7 @@ impl GemmLayer {
                     // The tile's rows: gathered in `a`, or read in place (direct).
                     let (r, a_t, a_stride, segs, kg) = match &self.direct {
                         Some(d) => {
-                            let (at, left) = d.window(m0 + b0 + mt);
-                            let r = mr.min(rows - mt).min(left);
+                            let (at, r) = d.tile_at(m0 + b0 + mt, rows - mt, mr);
                             (r, &din.codes()[at..], d.a_stride, &d.segs[..], d.kg)
                         }
                         None => (mr.min(rows - mt), &a[mt * stride..], stride, &[0][..], p.kg),
@@ -419,10 +422,10 @@ impl GemmLayer {
                             if corr.narrow {
                                 // Everything wraps in i32; the true totals fit i32.
                                 for i in 0..r {
-                                    let t = &t32[i * 2 * nr..(i + 1) * 2 * nr];
+                                    let ti = &t32[i * 2 * nr..(i + 1) * 2 * nr];
                                     let row = (128 * sc.row_sums[mt + i]) as i32;
                                     let acc = &mut n32[i * nr..(i + 1) * nr];
-                                    let (th, tl) = t.split_at(nr);
+                                    let (th, tl) = ti.split_at(nr);
                                     let ch = &corr.c32[c0..c0 + nr];
                                     let cl = &corr.c32_lo[c0..c0 + nr];
                                     let terms = th.iter().zip(tl).zip(ch.iter().zip(cl));
