@@ -181,10 +181,11 @@ fn fmt_time(ns: f64) -> String {
 /// Column order: x86 tiers by preference, other backends, the reference last.
 fn column_key(group: &str) -> (u8, String) {
     let rank = match group {
-        "x86/avx512-vnni" => 0,
-        "x86/avx-vnni" => 1,
-        "x86/avx2" => 2,
-        g if g.starts_with("x86/") => 3,
+        "x86/amx" => 0,
+        "x86/avx512-vnni" => 1,
+        "x86/avx-vnni" => 2,
+        "x86/avx2" => 3,
+        g if g.starts_with("x86/") => 4,
         g if g.starts_with("cpu-ref") => 9,
         _ => 5,
     };

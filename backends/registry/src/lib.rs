@@ -166,7 +166,7 @@ pub fn plugins() -> Vec<Entry> {
 /// every other SIMD tier, available or with the CPU features it lacks.
 fn x86() -> Vec<Entry> {
     use lastmile_backend_x86::{Tier, X86};
-    const WHAT: &str = "x86_64 SIMD kernels (avx2 / avx-vnni / avx512-vnni tiers), bit-exact";
+    const WHAT: &str = "x86_64 SIMD kernels (avx2 / avx-vnni / avx512-vnni / amx tiers), bit-exact";
     let what = |t: Tier| t.description();
     let reason = |e: lastmile_core::BackendError| match e {
         lastmile_core::BackendError::Unavailable(why) => why,
@@ -182,7 +182,7 @@ fn x86() -> Vec<Entry> {
         }
         Err(e) => Entry::unavailable(X86::NAME, "-", WHAT, reason(e)),
     });
-    for tier in [Tier::Avx512Vnni, Tier::AvxVnni, Tier::Avx2] {
+    for tier in [Tier::Amx, Tier::Avx512Vnni, Tier::AvxVnni, Tier::Avx2] {
         if Some(tier) == best_tier || !cfg!(target_arch = "x86_64") {
             continue;
         }
@@ -280,7 +280,7 @@ mod tests {
             .filter(|e| e.name == "x86")
             .map(|e| e.tier.as_str())
             .collect();
-        for t in ["avx2", "avx-vnni", "avx512-vnni"] {
+        for t in ["avx2", "avx-vnni", "avx512-vnni", "amx"] {
             assert!(
                 tiers.contains(&t) || all[0].tier == "scalar",
                 "{t} missing from {tiers:?}"
@@ -289,7 +289,7 @@ mod tests {
         for e in all.iter().filter(|e| e.name == "x86") {
             match &e.status {
                 Ok(_) => assert!(super::get(&format!("x86/{}", e.tier)).is_ok()),
-                Err(why) => assert!(why.contains("lacks"), "{why}"),
+                Err(why) => assert!(why.contains("lacks") || why.contains("AMX"), "{why}"),
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Runs one benchmark layer in a loop, for `perf record`:
-//! `cargo run --release -p lastmile-backend-x86 --example profile_layer -- <tier> <8|16> <conv|conv14|conv1|linear|dw|resnet> [iters]`
+//! `cargo run --release -p lastmile-backend-x86 --example profile_layer -- <tier> <8|16> <conv|conv14|conv1|linear|dw|resnet> [iters] [batch]`
 use lastmile_backend_x86::{Tier, X86};
 use lastmile_core::backend::Backend;
 use lastmile_core::graph::{TopologyBuilder, ValueId};
@@ -73,7 +73,8 @@ fn main() {
                 _ => b.linear("fc", ValueId::INPUT, 1024, 1024, Activation::None),
             };
             let (t, s) = b.finish();
-            (t, s, if what == "linear" { 8 } else { 1 })
+            let batch = args.get(5).map(|s| s.parse().expect("batch"));
+            (t, s, batch.unwrap_or(if what == "linear" { 8 } else { 1 }))
         }
     };
     let float = zoo::init_float(topology, specs, 1);

@@ -46,10 +46,10 @@ pub(crate) const MADD16_CHUNK: usize = 128;
 /// Target size of one block of gathered activation rows.
 pub(crate) const A_BLOCK_BYTES: usize = 96 * 1024;
 
-/// Largest tile: `rows · nb · lanes` `i32` (8·2·16, 6·4·16, 6·2·8).
-const TILE_MAX: usize = 384;
-/// Largest tile height.
-const MR_MAX: usize = 8;
+/// Largest tile: `rows · nb · lanes` `i32` (AMX 16·4·16; VNNI 8·2·16, 6·4·16, 6·2·8).
+const TILE_MAX: usize = 1024;
+/// Largest tile height (AMX).
+const MR_MAX: usize = 16;
 /// Largest `nr` (output channels per tile).
 const NR_MAX: usize = 64;
 /// Largest `rows · nr` of a Madd16 tile (6 · 16).
@@ -193,10 +193,22 @@ impl GemmLayer {
         }
     }
 
+    /// Rows per tile: 16 when the tiles run on AMX (VNNI schemes whose row segments are
+    /// whole multiples of 16 dword groups), else the tier's register-tile height.
+    fn mr(&self, tok: Token) -> usize {
+        match self.packed.scheme {
+            Scheme::Vnni8 | Scheme::Vnni16 => {
+                let kg = self.direct.as_ref().map_or(self.packed.kg, |d| d.kg);
+                tok.mr_for(self.packed.nb, kg)
+            }
+            Scheme::Madd8 | Scheme::Madd16 => tok.mr(self.packed.nb),
+        }
+    }
+
     /// Rows per block: a multiple of the tile height, about [`A_BLOCK_BYTES`] of rows.
     /// A direct convolution's blocks are whole output rows (its tiles never cross one).
     fn block_rows(&self, tok: Token) -> usize {
-        let mr = tok.mr(self.packed.nb);
+        let mr = self.mr(tok);
         let stride = self.packed.kg * 4;
         match (&self.direct, &self.rows) {
             (Some(_), Rows::Conv(g)) => (A_BLOCK_BYTES / stride.max(1) / g.wo).max(1) * g.wo,
@@ -319,7 +331,7 @@ impl GemmLayer {
         sc: &mut Scratch,
     ) {
         let p = &self.packed;
-        let mr = tok.mr(p.nb);
+        let mr = self.mr(tok);
         let mb = self.block_rows(tok);
         let stride = p.kg * 4;
         let nr = p.nr;

@@ -74,11 +74,20 @@ pub enum Tier {
     AvxVnni,
     /// AVX-512 F/BW/VL + AVX512-VNNI.
     Avx512Vnni,
+    /// AVX-512 VNNI plus AMX-INT8 tile registers for the GEMM tiles (Linux: the tile
+    /// state is requested from the kernel).
+    Amx,
 }
 
 impl Tier {
     /// Every tier, most preferred first.
-    pub const PREFERENCE: [Tier; 4] = [Tier::Avx512Vnni, Tier::AvxVnni, Tier::Avx2, Tier::Scalar];
+    pub const PREFERENCE: [Tier; 5] = [
+        Tier::Amx,
+        Tier::Avx512Vnni,
+        Tier::AvxVnni,
+        Tier::Avx2,
+        Tier::Scalar,
+    ];
 
     /// The name used by [`ENV_TIER`], the registry and benches.
     pub const fn name(self) -> &'static str {
@@ -87,6 +96,7 @@ impl Tier {
             Tier::Avx2 => "avx2",
             Tier::AvxVnni => "avx-vnni",
             Tier::Avx512Vnni => "avx512-vnni",
+            Tier::Amx => "amx",
         }
     }
 
@@ -100,6 +110,10 @@ impl Tier {
             }
             Tier::Avx512Vnni => {
                 "x86_64 AVX-512 VNNI: vpdpbusd zmm with the u8 offset trick; bit-exact"
+            }
+            Tier::Amx => {
+                "x86_64 AMX-INT8: tdpbusd tiles for conv/linear GEMMs (K per kernel row a \
+                 multiple of 64), AVX-512 VNNI elsewhere; bit-exact"
             }
         }
     }
@@ -118,6 +132,10 @@ impl Tier {
                 None => return None,
                 Some(isa) => isa.missing_features(),
             };
+            if self == Tier::Amx && missing.is_empty() {
+                let why = kernels::Token::amx_unusable_reason();
+                return why.map(|why| format!("{}: {why}", self.name()));
+            }
             if missing.is_empty() {
                 None
             } else {
@@ -141,7 +159,7 @@ impl Tier {
             Tier::Scalar => None,
             Tier::Avx2 => Some(kernels::Isa::Avx2),
             Tier::AvxVnni => Some(kernels::Isa::AvxVnni),
-            Tier::Avx512Vnni => Some(kernels::Isa::Avx512Vnni),
+            Tier::Avx512Vnni | Tier::Amx => Some(kernels::Isa::Avx512Vnni),
         }
     }
 
@@ -153,7 +171,7 @@ impl Tier {
             Tier::Scalar => ("0", "0"),
             Tier::Avx2 => ("0.1", "0.2"),
             Tier::AvxVnni => ("0.1", "0.3"),
-            Tier::Avx512Vnni => ("0.1", "0.3"),
+            Tier::Avx512Vnni | Tier::Amx => ("0.1", "0.3"),
         }
     }
 }
@@ -219,9 +237,17 @@ impl X86 {
         {
             let token = match tier.isa() {
                 None => None,
-                Some(isa) => Some(kernels::Token::new(isa).ok_or_else(|| {
-                    BackendError::Unavailable(format!("{}: feature detection failed", tier))
-                })?),
+                Some(isa) => {
+                    let token = kernels::Token::new(isa);
+                    let token = if tier == Tier::Amx {
+                        token.and_then(kernels::Token::with_amx)
+                    } else {
+                        token
+                    };
+                    Some(token.ok_or_else(|| {
+                        BackendError::Unavailable(format!("{}: feature detection failed", tier))
+                    })?)
+                }
             };
             Ok(X86 {
                 tier,

@@ -6,11 +6,14 @@ use lastmile_core::quant::QuantMultiplier;
 
 use crate::kernels::{Clamp, HiLoCorr, HiLoRow, Isa, TileOp, Token};
 
+/// Every ISA this CPU has, plus AVX-512 with AMX tiles where usable.
 fn tokens() -> Vec<Token> {
-    [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
+    let mut v: Vec<Token> = [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
         .into_iter()
         .filter_map(Token::new)
-        .collect()
+        .collect();
+    v.extend(Token::new(Isa::Avx512Vnni).and_then(Token::with_amx));
+    v
 }
 
 struct Rng(u64);
@@ -304,9 +307,9 @@ fn tiles_match_a_scalar_dot_product_for_every_shape() {
     for tok in tokens() {
         let lanes = tok.lanes();
         for op in ops(tok) {
-            for kg in [1usize, 2, 3, 4, 7, 8, 9, 16, 33] {
+            for kg in [1usize, 2, 3, 4, 7, 8, 9, 16, 33, 48] {
                 for nb in 1..=4 {
-                    for rows in 1..=tok.mr(nb) {
+                    for rows in 1..=tok.mr_for(nb, kg) {
                         let a_stride = kg * 4 + 4 * (rng.next() % 3) as usize;
                         let panel_stride = kg * lanes * 4;
                         let mut a: Vec<u8> =
@@ -343,6 +346,63 @@ fn tiles_match_a_scalar_dot_product_for_every_shape() {
                                     "{tok:?} {op:?} kg {kg} row {i} ch {c}"
                                 );
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows made of segments read in place (the direct convolution's layout): segment `s` of
+/// row `i` at `i·a_stride + segs[s]`, weights' groups segment after segment.
+#[test]
+fn segmented_tiles_match_a_scalar_dot_product() {
+    use crate::kernels::TileArgs;
+    let mut rng = Rng(31);
+    for tok in tokens() {
+        let lanes = tok.lanes();
+        let op = ops(tok)[0];
+        for kg in [3usize, 16, 32] {
+            for nseg in 1..=3 {
+                for nb in [1, 3, 4] {
+                    let rows = tok.mr_for(nb, kg);
+                    let a_stride = 4 * (1 + rng.next() % 9) as usize;
+                    let seg_gap = kg * 4 + 4 * (rng.next() % 5) as usize;
+                    let segs: Vec<usize> =
+                        (0..nseg).map(|s| s * (seg_gap + rows * a_stride)).collect();
+                    let a_len = segs[nseg - 1] + (rows - 1) * a_stride + kg * 4;
+                    let a: Vec<u8> = (0..a_len).map(|_| rng.next() as u8).collect();
+                    let panel_stride = nseg * kg * lanes * 4;
+                    let w: Vec<u8> = (0..nb * panel_stride).map(|_| rng.next() as u8).collect();
+                    let nr = nb * lanes;
+                    let mut out = vec![0i32; rows * nr];
+                    let t = TileArgs {
+                        a_stride,
+                        segs: &segs,
+                        kg,
+                        panel_stride,
+                        nb,
+                        prefetch: rng.next().is_multiple_of(2),
+                    };
+                    tok.tile_segments(op, &a, rows, &w, t, &mut out);
+                    for i in 0..rows {
+                        for c in 0..nr {
+                            let (p, l) = (c / lanes, c % lanes);
+                            let mut want = 0i32;
+                            for (s, &seg) in segs.iter().enumerate() {
+                                for g in 0..kg {
+                                    let ao = i * a_stride + seg + 4 * g;
+                                    let wo = p * panel_stride + ((s * kg + g) * lanes + l) * 4;
+                                    let d = group_dot(op, &a[ao..ao + 4], &w[wo..wo + 4]);
+                                    want = want.wrapping_add(d);
+                                }
+                            }
+                            assert_eq!(
+                                out[i * nr + c],
+                                want,
+                                "{tok:?} kg {kg} nseg {nseg} row {i} ch {c}"
+                            );
                         }
                     }
                 }

@@ -23,6 +23,11 @@ mod avx512_vnni {
     lastmile_conformance::conformance_suite!(fallible: X86::with_tier(Tier::Avx512Vnni));
 }
 
+mod amx {
+    use super::*;
+    lastmile_conformance::conformance_suite!(fallible: X86::with_tier(Tier::Amx));
+}
+
 /// Row- and column-split threading must not change a single bit.
 mod threaded {
     use super::*;

@@ -10,11 +10,13 @@
 //! Layout:
 //! * [`simd`] — intrinsic wrappers (`Simd`, `Dot`) so the tile loop is written once;
 //! * [`gemm`] — the `MR × NB·LANES` GEMM tile per tier;
+//! * [`amx`] — the same tile on AMX tile registers (16 rows);
 //! * [`requant`] — vectorized requantization (exact, see its docs);
 //! * [`dw`] — depthwise convolution: a generic run-of-pixels kernel and the register-blocked
 //!   3-wide one (with in-register requantization).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod amx;
 mod dw;
 mod eltwise;
 mod gemm;
@@ -107,6 +109,8 @@ impl Isa {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Token {
     isa: Isa,
+    /// AMX-INT8 usable too (only with `Isa::Avx512Vnni`; see [`Token::with_amx`]).
+    amx: bool,
 }
 
 /// What the two operands of a tile's dot product are.
@@ -131,7 +135,33 @@ impl TileOp {
 impl Token {
     /// A token if the CPU has every feature of `isa`.
     pub(crate) fn new(isa: Isa) -> Option<Token> {
-        isa.missing_features().is_empty().then_some(Token { isa })
+        isa.missing_features()
+            .is_empty()
+            .then_some(Token { isa, amx: false })
+    }
+
+    /// This AVX-512 VNNI token with AMX tiles enabled, if the CPU has AMX-INT8 and the
+    /// OS grants the tile state.
+    pub(crate) fn with_amx(self) -> Option<Token> {
+        (self.isa == Isa::Avx512Vnni && amx::unusable_reason().is_none()).then_some(Token {
+            isa: self.isa,
+            amx: true,
+        })
+    }
+
+    /// Why AMX cannot be used here (`None`: it can).
+    pub(crate) fn amx_unusable_reason() -> Option<&'static str> {
+        amx::unusable_reason()
+    }
+
+    /// Rows per tile for `nb` panels and `kg` dword groups per segment: 16 on AMX when
+    /// `kg` is a multiple of 16, else [`Token::mr`].
+    pub(crate) fn mr_for(self, nb: usize, kg: usize) -> usize {
+        if self.amx && kg.is_multiple_of(16) {
+            16
+        } else {
+            self.mr(nb)
+        }
     }
 
     /// The instruction set.
@@ -222,11 +252,10 @@ impl Token {
         } = t;
         let lanes = self.lanes();
         let f = self.tile_fn(op);
+        let on_amx = self.amx && op == TileOp::ActU8 && kg.is_multiple_of(16);
+        let max_rows = if on_amx { 16 } else { gemm::max_rows(f, nb) };
         assert!((1..=4).contains(&nb), "tile panels {nb}");
-        assert!(
-            (1..=gemm::max_rows(f, nb)).contains(&rows),
-            "tile rows {rows}"
-        );
+        assert!((1..=max_rows).contains(&rows), "tile rows {rows}");
         let seg_max = segs.iter().copied().max().expect("tile: no segments");
         let a_need = (rows - 1)
             .checked_mul(a_stride)
@@ -262,8 +291,17 @@ impl Token {
         // of `gemm::tile`: `segs` is a live slice of `nseg` offsets; row `i < rows`,
         // segment `s` reads up to `(rows−1)·a_stride + max(segs) + 4·kg ≤ a.len()` bytes,
         // panels read `(nb−1)·panel_stride + nseg·kg·lanes·4 ≤ w.len()` bytes, and the
-        // output writes `rows·nr ≤ out.len()` i32 with row stride `nr`.
-        unsafe { gemm::run(f, rows, nb, raw) }
+        // output writes `rows·nr ≤ out.len()` i32 with row stride `nr`. AMX: the token
+        // has AMX with the tile state granted (`Token::with_amx`), `kg` is a multiple of
+        // 16, `rows ≤ 16`, `nb ≤ 4`, 16 lanes (an AVX-512 token), and `amx::tile`'s memory
+        // contract is the one above.
+        unsafe {
+            if on_amx {
+                amx::tile(raw, rows, nb)
+            } else {
+                gemm::run(f, rows, nb, raw)
+            }
+        }
     }
 
     /// `out[c] = clamp(⌊((acc[c] + corr[c])·M_c + 2^(n_c−1)) / 2^n_c⌋ + zp, lo, hi)` for
