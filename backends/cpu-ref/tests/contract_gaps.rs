@@ -13,59 +13,23 @@
 //! `InvalidInput`. We chose the second option; this test holds it.
 
 use lastmile_backend_cpu_ref::Prepared;
-use lastmile_core::ValueId;
+use lastmile_conformance::one_linear_model;
 use lastmile_core::backend::{BackendError, PreparedModel};
-use lastmile_core::graph::{Linear, Node, Op, ParamId, ParamRole, Topology};
-use lastmile_core::model::{ParamSpec, QData, QParam, QuantModel};
-use lastmile_core::quant::{ActQuant, Activation, MAX_K, WeightBits};
+use lastmile_core::model::QData;
+use lastmile_core::quant::{MAX_K, WeightBits};
 
 #[test]
 fn forward_rejects_trainable_codes_outside_the_validated_ranges() {
     let k = MAX_K;
-    let spec = |name: &str, shape: Vec<usize>, role| ParamSpec {
-        name: name.into(),
-        shape,
-        role,
-        trainable: true,
-    };
-    let model = QuantModel {
-        topology: Topology {
-            input_shape: vec![k],
-            nodes: vec![Node {
-                name: "fc".into(),
-                op: Op::Linear(Linear {
-                    weight: ParamId(0),
-                    bias: Some(ParamId(1)),
-                    activation: Activation::None,
-                }),
-                inputs: vec![ValueId::INPUT],
-            }],
-        },
-        weight_bits: WeightBits::W8,
-        params: vec![
-            QParam {
-                spec: spec("fc.weight", vec![1, k], ParamRole::Weight),
-                data: QData::I8(vec![127; k]),
-                scales: vec![2f32.powi(-32)],
-            },
-            QParam {
-                spec: spec("fc.bias", vec![1], ParamRole::Bias),
-                data: QData::I32(vec![0]),
-                scales: Vec::new(),
-            },
-        ],
-        act: vec![
-            ActQuant {
-                scale: 1.0,
-                zero_point: -128,
-            },
-            ActQuant {
-                scale: 1.0,
-                zero_point: 0,
-            },
-        ],
-        metadata: Default::default(),
-    };
+    let model = one_linear_model(
+        WeightBits::W8,
+        k,
+        &vec![127; k],
+        &[0],
+        2f32.powi(-32),
+        [-128, 0],
+        true,
+    );
     let mut p = Prepared::new(&model).expect("the model itself is valid");
     let input = vec![127i8; k]; // x' = 255
     let mut out = Vec::new();

@@ -3,8 +3,9 @@
 //! output must equal an independent `i128` evaluation of the spec's formula.
 
 use lastmile_backend_cpu_ref::run;
+use lastmile_conformance::one_linear_model;
 use lastmile_core::ValueId;
-use lastmile_core::graph::{Conv2d, Linear, Node, Op, ParamId, ParamRole, Topology};
+use lastmile_core::graph::{Conv2d, Node, Op, ParamId, ParamRole, Topology};
 use lastmile_core::model::{ParamSpec, QData, QParam, QuantModel};
 use lastmile_core::quant::{
     ActQuant, Activation, MAX_ABS_BIAS_8W, MAX_K, QuantMultiplier, WeightBits,
@@ -21,50 +22,8 @@ fn spec(name: &str, shape: Vec<usize>, role: ParamRole) -> ParamSpec {
 
 /// A linear `[k] → [out]`, every weight of channel `c` equal to `w[c]`.
 fn linear(bits: WeightBits, k: usize, w: &[i32], b: &[i32], s_w: f32, zp_out: i32) -> QuantModel {
-    let out = w.len();
     let codes: Vec<i32> = w.iter().flat_map(|&v| std::iter::repeat_n(v, k)).collect();
-    let data = match bits {
-        WeightBits::W8 => QData::I8(codes.iter().map(|&c| c as i8).collect()),
-        WeightBits::W16 => QData::I16(codes.iter().map(|&c| c as i16).collect()),
-    };
-    QuantModel {
-        topology: Topology {
-            input_shape: vec![k],
-            nodes: vec![Node {
-                name: "fc".into(),
-                op: Op::Linear(Linear {
-                    weight: ParamId(0),
-                    bias: Some(ParamId(1)),
-                    activation: Activation::None,
-                }),
-                inputs: vec![ValueId::INPUT],
-            }],
-        },
-        weight_bits: bits,
-        params: vec![
-            QParam {
-                spec: spec("fc.weight", vec![out, k], ParamRole::Weight),
-                data,
-                scales: vec![s_w; out],
-            },
-            QParam {
-                spec: spec("fc.bias", vec![out], ParamRole::Bias),
-                data: QData::I32(b.to_vec()),
-                scales: Vec::new(),
-            },
-        ],
-        act: vec![
-            ActQuant {
-                scale: 1.0,
-                zero_point: -128,
-            },
-            ActQuant {
-                scale: 1.0,
-                zero_point: zp_out,
-            },
-        ],
-        metadata: Default::default(),
-    }
+    one_linear_model(bits, k, &codes, b, s_w, [-128, zp_out], false)
 }
 
 /// The spec's requantization, written out: `⌊(acc·M + 2^(n−1)) / 2^n⌋`, then

@@ -7,11 +7,10 @@
 use lastmile_backend_cpu_ref::kernels::Weights;
 use lastmile_backend_neon::kernels::dot_products;
 use lastmile_backend_neon::{Neon, Tier};
+use lastmile_conformance::one_linear_model;
 use lastmile_core::Backend;
-use lastmile_core::ValueId;
-use lastmile_core::graph::{Linear, Node, Op, ParamId, ParamRole, Topology};
-use lastmile_core::model::{ParamSpec, QData, QParam, QuantModel};
-use lastmile_core::quant::{ActQuant, Activation, MAX_ABS_BIAS_8W, MAX_K, WeightBits};
+use lastmile_core::model::QuantModel;
+use lastmile_core::quant::{MAX_ABS_BIAS_8W, MAX_K, WeightBits};
 
 const KS: [usize; 15] = [1, 4, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129];
 
@@ -136,57 +135,8 @@ fn k_max_saturating_extremes_are_exact() {
 }
 
 fn linear_model(bits: WeightBits, k: usize, w: &[i32], b: &[i32], zp_in: i32) -> QuantModel {
-    let out = w.len();
     let codes: Vec<i32> = w.iter().flat_map(|&v| std::iter::repeat_n(v, k)).collect();
-    let data = match bits {
-        WeightBits::W8 => QData::I8(codes.iter().map(|&c| c as i8).collect()),
-        WeightBits::W16 => QData::I16(codes.iter().map(|&c| c as i16).collect()),
-    };
-    let spec = |name: &str, shape: Vec<usize>, role| ParamSpec {
-        name: name.into(),
-        shape,
-        role,
-        trainable: false,
-    };
-    let s_w = 3.0 * 2f32.powi(-26);
-    QuantModel {
-        topology: Topology {
-            input_shape: vec![k],
-            nodes: vec![Node {
-                name: "fc".into(),
-                op: Op::Linear(Linear {
-                    weight: ParamId(0),
-                    bias: Some(ParamId(1)),
-                    activation: Activation::None,
-                }),
-                inputs: vec![ValueId::INPUT],
-            }],
-        },
-        weight_bits: bits,
-        params: vec![
-            QParam {
-                spec: spec("fc.weight", vec![out, k], ParamRole::Weight),
-                data,
-                scales: vec![s_w; out],
-            },
-            QParam {
-                spec: spec("fc.bias", vec![out], ParamRole::Bias),
-                data: QData::I32(b.to_vec()),
-                scales: Vec::new(),
-            },
-        ],
-        act: vec![
-            ActQuant {
-                scale: 1.0,
-                zero_point: zp_in,
-            },
-            ActQuant {
-                scale: 1.0,
-                zero_point: 0,
-            },
-        ],
-        metadata: Default::default(),
-    }
+    one_linear_model(bits, k, &codes, b, 3.0 * 2f32.powi(-26), [zp_in, 0], false)
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 use lastmile_backend_cpu_ref::CpuRef;
 use lastmile_backend_neon::Neon;
+use lastmile_conformance::training::{pixels, train_steps};
 use lastmile_core::graph::{TopologyBuilder, ValueId};
 use lastmile_core::model::QData;
 use lastmile_core::quant::{Activation, WeightBits};
@@ -22,14 +23,6 @@ use sha2::{Digest, Sha256};
 
 const STEPS: usize = 20;
 const BATCH: usize = 32;
-
-fn pixels(d: &Dataset) -> Vec<f32> {
-    let mut v = vec![0f32; d.len() * d.sample_len()];
-    for i in 0..d.len() {
-        d.image_f32(i, &mut v[i * d.sample_len()..(i + 1) * d.sample_len()]);
-    }
-    v
-}
 
 /// 8×8×1 → conv3×3 8 relu → depthwise3×3 relu → conv3×3/2 16 relu → flatten → linear 10.
 fn model(bits: WeightBits, train: &Dataset) -> QuantModel {
@@ -95,22 +88,7 @@ fn train(backend: &dyn Backend, bits: WeightBits) -> (String, String) {
     let q_in = start.act[0];
     let (cfg, lr) = config(bits);
     let mut t = Trainer::new(backend, start.clone(), cfg).unwrap();
-    let x_all: Vec<i8> = pixels(&train).iter().map(|&v| q_in.quantize(v)).collect();
-    let mut s = 0;
-    'outer: for epoch in 0.. {
-        for batch in train.batches(BATCH, Some(epoch)) {
-            if s == STEPS {
-                break 'outer;
-            }
-            let x: Vec<i8> = batch
-                .iter()
-                .flat_map(|&i| x_all[i * 64..(i + 1) * 64].iter().copied())
-                .collect();
-            let y: Vec<u8> = batch.iter().map(|&i| train.labels[i]).collect();
-            t.step(&x, &y, lr).unwrap();
-            s += 1;
-        }
-    }
+    train_steps(&mut t, &train, q_in, BATCH, STEPS, lr);
     let trained = t.model();
     assert_ne!(
         sha256_of_params(&start),

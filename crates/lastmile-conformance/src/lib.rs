@@ -30,7 +30,8 @@
 //! [`exactness::measure`] (how far a tolerant backend is from the reference),
 //! `training::assert_identical_to_reference` (QZO-FF through a backend gives the
 //! reference's weights; feature `training`, on by default) and [`load_engine`] (skip
-//! when a run-time engine library is absent, unless `LASTMILE_REQUIRE_ENGINES=1`).
+//! when a run-time engine library is absent, unless `LASTMILE_REQUIRE_ENGINES=1`), and
+//! [`one_linear_model`] (a hand-built one-layer model for kernel and contract tests).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +40,7 @@ pub mod case;
 pub mod check;
 pub mod engine;
 pub mod exactness;
+pub mod fixtures;
 pub mod oracle;
 pub mod runner;
 pub mod strategies;
@@ -50,6 +52,7 @@ pub use bad_input::check_bad_input;
 pub use case::{Case, Family, Update};
 pub use check::{Mismatch, Outcome, Problem, check_case, check_case_outcome};
 pub use engine::load_engine;
+pub use fixtures::one_linear_model;
 pub use runner::{
     DEFAULT_CASES, FamilyReport, Report, Settings, Status, run_all, run_all_with, run_family,
     run_family_test,

@@ -8,10 +8,10 @@
 use core::fmt;
 
 use lastmile_core::backend::Backend;
-use lastmile_core::graph::TopologyBuilder;
-use lastmile_core::graph::{Linear, Node, Op, ParamId, ParamRole, ParamSpec, Topology, ValueId};
-use lastmile_core::model::{QData, QParam, QuantModel};
-use lastmile_core::quant::{ActQuant, Activation, WeightBits};
+use lastmile_core::model::{QData, QuantModel};
+use lastmile_core::quant::WeightBits;
+
+use crate::fixtures::one_linear_model;
 
 /// One tie model run on the backend and on the reference.
 #[derive(Debug, Clone)]
@@ -188,36 +188,7 @@ fn run_case(
 
 /// `y = x · 1` with `r = s_in·s_w/s_out = 0.5`: odd `x` lands on a tie.
 fn sweep_model() -> QuantModel {
-    let mut b = TopologyBuilder::new(&[1]);
-    b.linear("fc", ValueId::INPUT, 1, 1, Activation::None);
-    let (topology, specs) = b.finish();
-    let params: Vec<QParam> = specs
-        .into_iter()
-        .map(|spec| {
-            let (data, scales) = match spec.role {
-                ParamRole::Weight => (QData::I8(vec![1]), vec![0.5]),
-                ParamRole::Bias => (QData::I32(vec![0]), vec![]),
-            };
-            QParam { spec, data, scales }
-        })
-        .collect();
-    let q = ActQuant::new(1.0, 0).expect("valid quantization");
-    QuantModel {
-        topology,
-        weight_bits: WeightBits::W8,
-        params,
-        act: vec![q, q],
-        metadata: Default::default(),
-    }
-}
-
-fn spec(name: &str, shape: Vec<usize>, role: ParamRole) -> ParamSpec {
-    ParamSpec {
-        name: name.into(),
-        shape,
-        role,
-        trainable: true,
-    }
+    one_linear_model(WeightBits::W8, 1, &[1], &[0], 0.5, [0, 0], false)
 }
 
 /// `y = W x + b` with 3 inputs and 8 outputs, every real multiplier `s_w`, and 64
@@ -227,43 +198,8 @@ fn grid_model(bits: WeightBits, s_w: f32) -> (QuantModel, Vec<i8>, usize) {
     // Small weights and inputs so accumulators are small odd and even numbers of both
     // signs: many exact ties, nothing saturates.
     let w: Vec<i32> = (0..out * f).map(|i| (i as i32 % 7) - 3).collect();
-    let wd = match bits {
-        WeightBits::W8 => QData::I8(w.iter().map(|&v| v as i8).collect()),
-        WeightBits::W16 => QData::I16(w.iter().map(|&v| v as i16).collect()),
-    };
     let b: Vec<i32> = (0..out as i32).map(|c| c - 4).collect();
-    let m = QuantModel {
-        topology: Topology {
-            input_shape: vec![f],
-            nodes: vec![Node {
-                name: "fc".into(),
-                op: Op::Linear(Linear {
-                    weight: ParamId(0),
-                    bias: Some(ParamId(1)),
-                    activation: Activation::None,
-                }),
-                inputs: vec![ValueId::INPUT],
-            }],
-        },
-        weight_bits: bits,
-        params: vec![
-            QParam {
-                spec: spec("fc.weight", vec![out, f], ParamRole::Weight),
-                data: wd,
-                scales: vec![s_w; out],
-            },
-            QParam {
-                spec: spec("fc.bias", vec![out], ParamRole::Bias),
-                data: QData::I32(b),
-                scales: Vec::new(),
-            },
-        ],
-        act: vec![
-            ActQuant::new(1.0, 3).expect("valid quantization"),
-            ActQuant::new(1.0, -2).expect("valid quantization"),
-        ],
-        metadata: Default::default(),
-    };
+    let m = one_linear_model(bits, f, &w, &b, s_w, [3, -2], true);
     m.validate().expect("valid model");
     let x: Vec<i8> = (0..n * f).map(|i| ((i * 5) % 13) as i8 - 3).collect();
     (m, x, n)

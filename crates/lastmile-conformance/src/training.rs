@@ -10,17 +10,52 @@
 use lastmile_backend_cpu_ref::CpuRef;
 use lastmile_core::QuantModel;
 use lastmile_core::backend::Backend;
-use lastmile_core::quant::WeightBits;
+use lastmile_core::quant::{ActQuant, WeightBits};
 use lastmile_core::{ptq, zoo};
 use lastmile_data::{Dataset, Split, digits_split};
 use lastmile_train::{Distribution, Estimator, Rounding, StepConfig, Trainer};
 
-fn pixels(d: &Dataset) -> Vec<f32> {
+/// Every image of `d` as `f32` pixels ([`Dataset::image_f32`]), sample after sample.
+pub fn pixels(d: &Dataset) -> Vec<f32> {
     let mut v = vec![0f32; d.len() * d.sample_len()];
     for i in 0..d.len() {
         d.image_f32(i, &mut v[i * d.sample_len()..(i + 1) * d.sample_len()]);
     }
     v
+}
+
+/// Runs `steps` QZO-FF steps of `t` at learning rate `lr` on batches of `batch_size` images of
+/// `train` (quantized with `q_in`), in a fresh order every epoch (epoch `e` shuffled with
+/// seed `e`, as [`Dataset::batches`]), a short last batch included.
+///
+/// # Panics
+///
+/// If a step fails.
+pub fn train_steps(
+    t: &mut Trainer,
+    train: &Dataset,
+    q_in: ActQuant,
+    batch_size: usize,
+    steps: usize,
+    lr: f64,
+) {
+    let len = train.sample_len();
+    let x_all: Vec<i8> = pixels(train).iter().map(|&v| q_in.quantize(v)).collect();
+    let mut s = 0;
+    'outer: for epoch in 0.. {
+        for batch in train.batches(batch_size, Some(epoch)) {
+            if s == steps {
+                break 'outer;
+            }
+            let x: Vec<i8> = batch
+                .iter()
+                .flat_map(|&i| x_all[i * len..(i + 1) * len].iter().copied())
+                .collect();
+            let y: Vec<u8> = batch.iter().map(|&i| train.labels[i]).collect();
+            t.step(&x, &y, lr).unwrap();
+            s += 1;
+        }
+    }
 }
 
 /// `digits-cnn` (10 classes, float init seed 5) PTQ-quantized at `bits` on 256 training
@@ -67,22 +102,7 @@ pub fn train_digits(
     };
     let lr = if bits == WeightBits::W16 { 1000.0 } else { 8.0 };
     let mut t = Trainer::new(backend, model, cfg).unwrap();
-    let x_all: Vec<i8> = pixels(&train).iter().map(|&v| q_in.quantize(v)).collect();
-    let mut s = 0;
-    'outer: for epoch in 0.. {
-        for batch in train.batches(32, Some(epoch)) {
-            if s == steps {
-                break 'outer;
-            }
-            let x: Vec<i8> = batch
-                .iter()
-                .flat_map(|&i| x_all[i * 64..(i + 1) * 64].iter().copied())
-                .collect();
-            let y: Vec<u8> = batch.iter().map(|&i| train.labels[i]).collect();
-            t.step(&x, &y, lr).unwrap();
-            s += 1;
-        }
-    }
+    train_steps(&mut t, &train, q_in, 32, steps, lr);
     t.into_model()
 }
 
