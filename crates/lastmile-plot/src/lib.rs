@@ -237,6 +237,33 @@ pub struct BarChart {
     pub categories: Vec<String>,
     /// `(series name, one value per category)`.
     pub series: Vec<(String, Vec<f64>)>,
+    /// Fixed y range, or `None` for 0 to 1.1 × the largest value. Bars rise from the
+    /// bottom of the range; a range that does not start at 0 (say from [`y_range_near`],
+    /// so that differences of a few points show) is stated on the y axis:
+    /// `"{y_label} — axis from {start}, not 0"`.
+    pub y_range: Option<(f64, f64)>,
+}
+
+/// A y range close to `values`, for bars whose differences matter more than their
+/// height: from `floor(min − margin)` (not below 0 when no value is negative) to
+/// `ceil(max + margin)`, raised (to a whole number) until the top `headroom` fraction of
+/// the axis (clamped to `0..=0.9`) is clear of every bar, to leave room for the legend.
+/// `None` if no value is finite.
+pub fn y_range_near(
+    values: impl IntoIterator<Item = f64>,
+    margin: f64,
+    headroom: f64,
+) -> Option<(f64, f64)> {
+    let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    let min = finite.iter().copied().reduce(f64::min)?;
+    let max = finite.iter().copied().reduce(f64::max)?;
+    let mut lo = (min - margin).floor();
+    if min >= 0.0 {
+        lo = lo.max(0.0);
+    }
+    let clear = (lo + (max - lo) / (1.0 - headroom.clamp(0.0, 0.9))).ceil();
+    let hi = (max + margin).ceil().max(clear).max(lo + 1.0);
+    Some((lo, hi))
 }
 
 /// Draws a grouped bar chart into a PNG.
@@ -249,13 +276,21 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
     let text = fonts_available();
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err(path))?;
-    let ymax = chart
-        .series
-        .iter()
-        .flat_map(|s| s.1.iter().copied())
-        .fold(0f64, f64::max)
-        .max(1e-9)
-        * 1.1;
+    let (y0, y1) = chart.y_range.unwrap_or_else(|| {
+        let ymax = chart
+            .series
+            .iter()
+            .flat_map(|s| s.1.iter().copied())
+            .fold(0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        (0.0, ymax)
+    });
+    let y_label = if y0 == 0.0 {
+        chart.y_label.clone()
+    } else {
+        format!("{} — axis from {y0}, not 0", chart.y_label)
+    };
     let groups = chart.categories.len();
     let per = chart.series.len();
     let mut builder = ChartBuilder::on(&root);
@@ -267,7 +302,7 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
         builder.caption(&chart.title, ("sans-serif", 18));
     }
     let mut c = builder
-        .build_cartesian_2d(0f64..groups as f64, 0f64..ymax)
+        .build_cartesian_2d(0f64..groups as f64, y0..y1)
         .map_err(draw_err(path))?;
     let cats = chart.categories.clone();
     // Ticks every half group (2·groups + 1 requested, so plotters picks step 0.5); only the
@@ -283,7 +318,7 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
     mesh.disable_x_mesh()
         .light_line_style(RGBColor(235, 235, 235));
     if text {
-        mesh.y_desc(&chart.y_label)
+        mesh.y_desc(&y_label)
             .x_labels(2 * groups + 1)
             .x_label_formatter(&fmt)
             .label_style(("sans-serif", 13));
@@ -297,7 +332,12 @@ pub fn bar_chart(path: &Path, chart: &BarChart, width: u32, height: u32) -> Resu
         let bars = c
             .draw_series(values.iter().enumerate().map(|(g, &v)| {
                 let x = g as f64 + 0.1 + si as f64 * bar_w;
-                Rectangle::new([(x, 0.0), (x + bar_w * 0.92, v)], col.filled())
+                let top = if chart.y_range.is_some() {
+                    v.clamp(y0, y1)
+                } else {
+                    v
+                };
+                Rectangle::new([(x, y0), (x + bar_w * 0.92, top)], col.filled())
             }))
             .map_err(draw_err(path))?;
         if text {
@@ -525,6 +565,7 @@ mod tests {
                 y_label: "kB".into(),
                 categories: vec!["x".into(), "y".into()],
                 series: vec![("BP".into(), vec![3.0, 4.0]), ("FF".into(), vec![1.0, 2.0])],
+                y_range: None,
             },
             600,
             300,
@@ -556,5 +597,22 @@ mod tests {
             line_charts(&dir.join("e.png"), &[LineChart::default()], 10, 10),
             Err(PlotError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn y_range_near_starts_near_the_data_and_leaves_room_for_the_legend() {
+        // KWS-like accuracies (%): 4 points apart, all near 90.
+        let v = [90.78, 92.45, 92.29, 91.72, 91.51, 90.52, 94.74, 94.84];
+        // floor(90.52 − 1) = 89; the top 35 % clear: 89 + 5.84 / 0.65 = 97.98 ⇒ 98.
+        assert_eq!(y_range_near(v, 1.0, 0.35), Some((89.0, 98.0)));
+        // No headroom: ceil(94.84 + 1) = 96.
+        assert_eq!(y_range_near(v, 1.0, 0.0), Some((89.0, 96.0)));
+        // Never below 0 for non-negative data; negative data may go below.
+        assert_eq!(y_range_near([0.5, 3.0], 1.0, 0.0), Some((0.0, 4.0)));
+        assert_eq!(y_range_near([-2.5, 3.0], 1.0, 0.0), Some((-4.0, 4.0)));
+        // One value, no margin: still a non-empty range.
+        assert_eq!(y_range_near([5.0], 0.0, 0.0), Some((5.0, 6.0)));
+        assert_eq!(y_range_near([f64::NAN], 1.0, 0.0), None);
+        assert_eq!(y_range_near([], 1.0, 0.0), None);
     }
 }
