@@ -178,14 +178,19 @@ pub trait KernelTable: Debug + Send {
 
     /// Called before a node runs when its weight or bias is trainable: bring `state` up to
     /// date with this forward's `params`. The default keeps nothing, so does nothing.
+    ///
+    /// An error (say, a foreign library failing to re-create an operator) stops the forward:
+    /// [`Executor::run`] returns it as is, so it should name the node (`info.index`,
+    /// `info.node.name`).
     fn refresh(
         &self,
         info: NodeInfo<'_>,
         state: &mut Self::NodeState,
         params: &[QParam],
         scratch: &mut Self::Scratch,
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (info, state, params, scratch);
+        Ok(())
     }
 
     /// 2-D convolution (any groups).
@@ -379,7 +384,9 @@ impl<T: KernelTable> Executor<T> {
         self.values[0].extend_from_slice(input);
     }
 
-    /// Runs the graph on `n` samples with this forward's `params`.
+    /// Runs the graph on `n` samples with this forward's `params`. Fails on bad arguments
+    /// ([`check_forward_args`]), an op the table cannot run, or the first
+    /// [`KernelTable::refresh`] error.
     pub fn run(&mut self, params: &[QParam], input: &[i8], n: usize) -> Result<(), BackendError> {
         let sample: usize = self.plan.shapes[0].iter().product();
         check_forward_args(&self.model, params, input.len(), sample, n)?;
@@ -404,7 +411,7 @@ impl<T: KernelTable> Executor<T> {
                     in_shape: xs,
                     out_shape,
                 };
-                table.refresh(info, &mut states[i], params, scratch);
+                table.refresh(info, &mut states[i], params, scratch)?;
             }
             let out_len = n * out_shape.iter().product::<usize>();
             // Take the output buffer out so inputs can be borrowed from `values`. Every

@@ -3,7 +3,7 @@
 //! parameters, and results equal cpu-ref's for the forward's current parameters.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use lastmile_backend_cpu_ref::exec::{Executor, KernelTable, LinearArgs, NodeInfo};
 use lastmile_backend_cpu_ref::run;
@@ -20,6 +20,8 @@ struct Counting {
     linear: AtomicUsize,
     /// Node index of every `refresh` call, in order.
     refreshed: Mutex<Vec<usize>>,
+    /// `refresh` fails (after recording the call).
+    fail: AtomicBool,
 }
 
 /// Per node: how many times it was refreshed.
@@ -52,13 +54,20 @@ impl KernelTable for Counting {
         state: &mut State,
         params: &[QParam],
         scratch: &mut Vec<usize>,
-    ) {
+    ) -> Result<(), BackendError> {
         assert_eq!(info.index, state.index);
         let (w, _) = info.dot_params().expect("only conv/linear have parameters");
         assert!(params[w].spec.trainable);
         state.refreshed += 1;
         scratch.push(info.index);
         self.refreshed.lock().unwrap().push(info.index);
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(BackendError::Engine(format!(
+                "node {}: refresh failed",
+                info.index
+            )));
+        }
+        Ok(())
     }
 
     fn linear(
@@ -163,4 +172,10 @@ fn refresh_runs_only_for_trainable_nodes() {
     // fc1 (trainable) is refreshed before every forward's run of it, fc2 (frozen) never.
     assert_eq!(*exec.table().refreshed.lock().unwrap(), vec![0, 0, 0]);
     assert_eq!(exec.table().linear.load(Ordering::Relaxed), 6);
+    // A refresh error stops the forward before the node runs and comes out as is.
+    exec.table().fail.store(true, Ordering::Relaxed);
+    let err = exec.forward(&m.params, &input, 1, &mut out).unwrap_err();
+    assert_eq!(err, BackendError::Engine("node 0: refresh failed".into()));
+    assert_eq!(exec.table().linear.load(Ordering::Relaxed), 6);
+    assert_eq!(*exec.table().refreshed.lock().unwrap(), vec![0, 0, 0, 0]);
 }

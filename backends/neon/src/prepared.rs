@@ -143,11 +143,11 @@ impl KernelTable for Table {
         state: &mut Packed,
         params: &[QParam],
         scratch: &mut Scratch,
-    ) {
+    ) -> Result<(), BackendError> {
         // Only a trainable weight needs re-packing: the bias is read from `params` by every
         // forward.
         let Some((w, _)) = info.dot_params() else {
-            return;
+            return Ok(());
         };
         if params[w].spec.trainable {
             let old = core::mem::replace(state, Packed::None);
@@ -160,6 +160,7 @@ impl KernelTable for Table {
                 &mut scratch.pack,
             );
         }
+        Ok(())
     }
 
     fn conv2d(&self, state: &mut Packed, scratch: &mut Scratch, a: &ConvArgs<'_>, y: &mut [i8]) {

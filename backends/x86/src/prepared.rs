@@ -194,7 +194,7 @@ impl KernelTable for Table {
         state: &mut Exec,
         params: &[QParam],
         _scratch: &mut Scratches,
-    ) {
+    ) -> Result<(), BackendError> {
         match state {
             Exec::Gemm(layer, p) => {
                 if p.weight_trainable {
@@ -216,6 +216,7 @@ impl KernelTable for Table {
             }
             Exec::Reference => {}
         }
+        Ok(())
     }
 
     fn conv2d(&self, state: &mut Exec, scratch: &mut Scratches, a: &ConvArgs<'_>, y: &mut [i8]) {

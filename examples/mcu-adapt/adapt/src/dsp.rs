@@ -151,8 +151,9 @@ impl KernelTable for Table {
         state: &mut Packed,
         params: &[QParam],
         _scratch: &mut Vec<u32>,
-    ) {
+    ) -> Result<(), BackendError> {
         state.fill(&info, params);
+        Ok(())
     }
 
     fn conv2d(&self, state: &mut Packed, row: &mut Vec<u32>, a: &ConvArgs<'_>, y: &mut [i8]) {
