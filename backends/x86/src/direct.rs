@@ -43,6 +43,9 @@ pub(crate) struct DirectInput {
     len: usize,
     /// `Σ_c (x + 128)` per padded pixel; filled only when asked for.
     pixel_sums: Vec<u64>,
+    /// `Σ` of `pixel_sums` over the `kw` pixels of a kernel row starting at each padded
+    /// pixel (0 where the row would run past the padded row's end).
+    window_sums: Vec<u64>,
 }
 
 impl DirectInput {
@@ -111,8 +114,17 @@ impl Direct {
             }
         }
         dst.pixel_sums.clear();
+        dst.window_sums.clear();
         if sums {
             tok.row_sums(buf, c, len / c, c, &mut dst.pixel_sums);
+            dst.window_sums.resize(dst.pixel_sums.len(), 0);
+            let kw = g.kw;
+            let rows = dst.pixel_sums.chunks_exact(self.wp);
+            for (p, w) in rows.zip(dst.window_sums.chunks_exact_mut(self.wp)) {
+                for (x, w) in w[..self.wp + 1 - kw].iter_mut().enumerate() {
+                    *w = p[x..x + kw].iter().sum();
+                }
+            }
         }
     }
 
@@ -141,13 +153,18 @@ impl Direct {
     /// the gathered rows' sums) to `out`; needs [`Direct::fill`] with `sums`.
     pub(crate) fn row_sums(&self, din: &DirectInput, m0: usize, count: usize, out: &mut Vec<u64>) {
         let g = &self.g;
-        let p = &din.pixel_sums;
+        let w = &din.window_sums;
         let row_step = g.dilation[0] * self.wp;
-        for m in m0..m0 + count {
-            let (base, _) = self.window(m);
+        let mut m = m0;
+        while m < m0 + count {
+            // One output row at a time: its windows are `sx` pixels apart.
+            let (base, left) = self.window(m);
             let pixel = base / g.c_in;
-            let window = (0..g.kh).map(|ky| pixel + ky * row_step);
-            out.push(window.map(|r| p[r..r + g.kw].iter().sum::<u64>()).sum());
+            for i in 0..left.min(m0 + count - m) {
+                let p = pixel + i * g.stride[1];
+                out.push((0..g.kh).map(|ky| w[p + ky * row_step]).sum());
+            }
+            m += left;
         }
     }
 }

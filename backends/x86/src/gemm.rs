@@ -481,6 +481,8 @@ impl GemmLayer {
                                 c_hi: &corr.c32[c0..c0 + nr],
                                 c_lo: &corr.c32_lo[c0..c0 + nr],
                                 c64: &corr.c64[c0..c0 + nr],
+                                c64_32: &corr.c32_narrow[c0..c0 + nr],
+                                h_limit: corr.h_limit,
                             };
                             let t = &t32[..r * 2 * nr];
                             let yo = (b0 + mt) * y_stride + c0 - col0;

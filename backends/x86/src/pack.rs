@@ -306,6 +306,12 @@ pub(crate) struct Corrections {
     /// fits). Typical trained 16-bit 3×3 convs over 64 channels pass; the worst case
     /// (every code ±32767) passes only for `K ≤ 257`.
     pub narrow: bool,
+    /// Vnni16: the largest `|H'| = |Σ (x−zp)·hi|` for which an accumulator provably fits
+    /// `i32`: `acc = 256·H' + L' + E` with `|L'| ≤ 255·128·K` and
+    /// `|E| = |bias + 128·Σ (x−zp)| ≤ max|bias| + 128·255·K`, so
+    /// `h_limit = ⌊(2^31 − 1 − max|bias| − 2·255·128·K) / 256⌋` (−1 if that is negative).
+    /// The epilogue checks `|H'|` per vector and takes an `i32` path when it holds.
+    pub h_limit: i32,
 }
 
 impl Corrections {
@@ -323,6 +329,13 @@ impl Corrections {
         let bias_abs = |c: usize| bias.map_or(0, |b| (b[c] as i64).abs());
         self.narrow = packed.scheme == Scheme::Vnni16
             && (0..packed.n).all(|c| bias_abs(c) + 255 * packed.sum_abs[c] <= i32::MAX as i64);
+        let max_bias = (0..packed.n).map(bias_abs).max().unwrap_or(0);
+        let rest = max_bias + 2 * 255 * 128 * packed.k as i64;
+        self.h_limit = if rest <= i32::MAX as i64 {
+            ((i32::MAX as i64 - rest) / 256) as i32
+        } else {
+            -1
+        };
         let zp = zp as i64;
         let k = packed.k as i64;
         for c in 0..packed.n {

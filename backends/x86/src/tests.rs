@@ -183,32 +183,56 @@ fn requant_hilo_combines_and_requantizes_exactly() {
     }
 }
 
-/// The tile form (rows, hoisted constants, strided output) matches the row form.
+/// The tile form (rows, hoisted constants, strided output, the per-vector `i32` fast
+/// path) matches the row form (always `i64`): with full-range values and no fast path,
+/// and with values whose `|H'|` straddles a limit the fast path relies on.
 #[test]
 fn requant_hilo_rows_matches_the_row_form() {
     let mut rng = Rng(41);
+    let wide = 65_536i64 * 255 * 128; // |H'|, |L'| bound of the tile
     for tok in tokens() {
-        for rows in 1..=8 {
+        for case in 0..40 {
+            let rows = 1 + case % 16.min(tok.mr_for(4, 16));
             let len = tok.lanes() * 2;
-            let t: Vec<i32> = (0..rows * 2 * len).map(|_| rng.next() as i32).collect();
+            // Fast-path case: |L'| + |E| ≤ 2^21, so any h_limit ≤ (2^31 − 1 − 2^21)/256 is
+            // sound; |H'| drawn from ±2·h_limit so some vectors fit and some do not.
+            let fast = case % 2 == 1;
+            let h_limit: i32 = if fast { 1 << 22 } else { -1 };
+            let (h_bound, l_bound, e_bound) = if fast {
+                (2 * h_limit as i64, 1 << 20, 1 << 20)
+            } else {
+                (wide, wide, 1 << 38)
+            };
             let per_channel =
                 |rng: &mut Rng| -> Vec<i32> { (0..len).map(|_| rng.next() as i32).collect() };
             let (c_hi, c_lo) = (per_channel(&mut rng), per_channel(&mut rng));
-            // Raw sums may wrap; keep the true `hi`/`lo'` terms within the tile bound by
-            // deriving them from bounded values (as the combination test does).
-            let bound = 65_536i64 * 255 * 128;
-            let mut t = t;
+            let mut t = vec![0i32; rows * 2 * len];
             for r in 0..rows {
+                // Raw sums wrap; the true H', L' are bounded (as in the combination test).
+                let spread = rng.next() % 3; // 0: all small, 1: mixed, 2: all large
                 for c in 0..len {
-                    let (th, tl) = (rng.range(-bound, bound), rng.range(-bound, bound));
+                    let th = match spread {
+                        0 => rng.range(-(h_limit.max(0) as i64), h_limit.max(0) as i64),
+                        1 => rng.range(-h_bound, h_bound),
+                        _ => {
+                            let v = rng
+                                .range(h_limit.max(0) as i64 + 1, h_bound.max(h_limit as i64 + 1));
+                            if rng.next().is_multiple_of(2) { v } else { -v }
+                        }
+                    };
+                    let tl = rng.range(-l_bound, l_bound);
                     t[r * 2 * len + c] = (th as i32).wrapping_sub(c_hi[c]);
                     t[r * 2 * len + len + c] = (tl as i32).wrapping_sub(c_lo[c]);
                 }
             }
-            let c64: Vec<i64> = (0..len).map(|_| rng.range(-(1 << 38), 1 << 38)).collect();
-            let row_terms: Vec<i64> = (0..rows)
-                .map(|_| rng.range(0, 128 * 255 * 65_536))
+            // E = c64 + row, |E| ≤ e_bound.
+            let c64: Vec<i64> = (0..len)
+                .map(|_| rng.range(-e_bound / 2, e_bound / 2))
                 .collect();
+            let row_terms: Vec<i64> = (0..rows)
+                .map(|_| rng.range(-e_bound / 2, e_bound / 2))
+                .collect();
+            let c64_32: Vec<i32> = c64.iter().map(|&v| v as i32).collect();
             let ms: Vec<QuantMultiplier> = (0..len).map(|_| multiplier(&mut rng, 22)).collect();
             let mult: Vec<i32> = ms.iter().map(|m| m.multiplier).collect();
             let shift: Vec<i32> = ms.iter().map(|m| m.shift as i32).collect();
@@ -219,6 +243,8 @@ fn requant_hilo_rows_matches_the_row_form() {
                 c_hi: &c_hi,
                 c_lo: &c_lo,
                 c64: &c64,
+                c64_32: &c64_32,
+                h_limit,
             };
             tok.requant_hilo_rows(&t, corr, &row_terms, &mult, &shift, q, &mut out, stride);
             for (r, &row) in row_terms.iter().enumerate() {
@@ -236,8 +262,65 @@ fn requant_hilo_rows_matches_the_row_form() {
                 assert_eq!(
                     &out[r * stride..r * stride + len],
                     &want[..],
-                    "{tok:?} rows {rows} row {r}"
+                    "{tok:?} case {case} row {r}"
                 );
+            }
+        }
+    }
+}
+
+/// The `i32` fast path of the tile epilogue at its exact edge: with `|L'| + |E|` at the
+/// guaranteed maximum, `|H'| = h_limit` gives `acc = ±(2^31 − 1)` (fast path, exact) and
+/// `|H'| = h_limit + 1` would overflow `i32` (must take the `i64` path).
+#[test]
+fn requant_hilo_fast_path_edge() {
+    let h_limit = 1i32 << 22;
+    let rest = i32::MAX as i64 - 256 * h_limit as i64; // 2^30 − 1
+    let (tl, e) = (1i64 << 29, rest - (1 << 29));
+    for tok in tokens() {
+        let len = tok.lanes() * 2;
+        let rows = 4;
+        let mut t = vec![0i32; rows * 2 * len];
+        let signs = [1i64, 1, -1, -1];
+        for r in 0..rows {
+            let th = signs[r] * (h_limit as i64 + (r % 2) as i64);
+            for c in 0..len {
+                t[r * 2 * len + c] = th as i32;
+                t[r * 2 * len + len + c] = (signs[r] * tl) as i32;
+            }
+        }
+        let zeros = vec![0i32; len];
+        let c64 = vec![0i64; len];
+        let c64_32 = vec![0i32; len];
+        let row_terms: Vec<i64> = signs.iter().map(|s| s * e).collect();
+        // ×2^-25 (M = 2^30, n = 55): ±2^31 lands on ±64, inside the clamp.
+        let mult = vec![1i32 << 30; len];
+        let shift = vec![55i32; len];
+        let q = Clamp {
+            zp: 0,
+            lo: -128,
+            hi: 127,
+        };
+        let stride = len;
+        let mut out = vec![0i8; rows * stride];
+        let corr = HiLoCorr {
+            c_hi: &zeros,
+            c_lo: &zeros,
+            c64: &c64,
+            c64_32: &c64_32,
+            h_limit,
+        };
+        tok.requant_hilo_rows(&t, corr, &row_terms, &mult, &shift, q, &mut out, stride);
+        let m = QuantMultiplier {
+            multiplier: 1 << 30,
+            shift: 55,
+        };
+        for r in 0..rows {
+            let th = signs[r] * (h_limit as i64 + (r % 2) as i64);
+            let acc = 256 * th + signs[r] * tl + row_terms[r];
+            let want = m.requantize(acc, 0, -128, 127);
+            for c in 0..len {
+                assert_eq!(out[r * stride + c], want, "{tok:?} row {r} acc {acc}");
             }
         }
     }

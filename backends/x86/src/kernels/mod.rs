@@ -68,6 +68,11 @@ pub(crate) struct HiLoCorr<'a> {
     pub c_hi: &'a [i32],
     pub c_lo: &'a [i32],
     pub c64: &'a [i64],
+    /// `c64` modulo 2^32.
+    pub c64_32: &'a [i32],
+    /// Largest `|hi + c_hi|` for which every accumulator of the layer provably fits
+    /// `i32` (see `Corrections::h_limit`); negative: never.
+    pub h_limit: i32,
 }
 
 /// A SIMD instruction set this crate has kernels for.
@@ -525,6 +530,7 @@ impl Token {
             corr.c_hi.len(),
             corr.c_lo.len(),
             corr.c64.len(),
+            corr.c64_32.len(),
             mult.len(),
             shift.len(),
         ];
@@ -552,7 +558,11 @@ impl Token {
         unsafe {
             let o = out.as_mut_ptr();
             let rt = row_terms.as_ptr();
-            requant::requant_hilo_rows_zmm(len, rows, p, 2 * len, rt, q, o, out_stride)
+            let fast = requant::HiLoFast {
+                c64_32: corr.c64_32.as_ptr(),
+                h_limit: corr.h_limit,
+            };
+            requant::requant_hilo_rows_zmm(len, rows, p, fast, 2 * len, rt, q, o, out_stride)
         }
     }
 

@@ -247,18 +247,27 @@ pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i
 }
 
 /// [`requant_hilo_zmm`] over the `rows` rows of a tile, the per-channel constants loaded
-/// once per 8 channels: row `r` reads `p.hi`/`p.lo` advanced by `r·t_stride` `i32`, adds
+/// once per 16 channels: row `r` reads `p.hi`/`p.lo` advanced by `r·t_stride` `i32`, adds
 /// `row_terms[r]` (instead of `p.row`) and writes `out + r·out_stride`.
 ///
+/// **`i32` fast path, proven per vector.** With `H' = hi + c_hi`, `L' = lo + c_lo` and
+/// `E = c64 + row`, `acc = 256·H' + L' + E`, and the caller guarantees
+/// `|L'| + |E| ≤ i32::MAX − 256·h_limit` for every value the layer can produce. So when
+/// all 16 lanes have `|H'| ≤ h_limit`, every `acc` fits `i32`: it is formed in wrapping
+/// `i32` (`E` as `c64_32 + row`, both modulo 2^32 — exact, the true values fit) and
+/// requantized like 8w8a. Otherwise (or `h_limit < 0`) the 16 lanes take the `i64` path.
+/// Real layers' `|H'|` is far below the limit almost always (it is `≈ |acc| / 256`).
+///
 /// # Safety
-/// As [`requant_hilo_zmm`] for every row `r < rows` (with those offsets), and `row_terms`
-/// readable for `rows` `i64`.
+/// As [`requant_hilo_zmm`] for every row `r < rows` (with those offsets), `len` a
+/// multiple of 16, `c64_32` readable for `len` `i32`, and `row_terms` for `rows` `i64`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn requant_hilo_rows_zmm(
     len: usize,
     rows: usize,
     p: HiLo,
+    fast: HiLoFast,
     t_stride: usize,
     row_terms: *const i64,
     q: Clamp,
@@ -267,32 +276,96 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
 ) {
     let mut c = 0;
     while c < len {
-        // SAFETY: `c + 8 ≤ len`: 32-byte loads of the `i32` inputs of every row, 64-byte
-        // load of `c64`, 8-byte stores, in bounds by the function contract.
+        // SAFETY: `c + 16 ≤ len`: 64-byte loads of the `i32` inputs of every row and of the
+        // per-channel `i32` constants, 32-byte loads of their 8-lane halves, 64-byte loads
+        // of `c64` at `c` and `c + 8`, 16- and 8-byte stores, all in bounds by the function
+        // contract.
         unsafe {
-            macro_rules! ld {
-                ($p:expr) => {
-                    _mm256_loadu_si256($p as *const __m256i)
-                };
-            }
-            let c_hi = ld!(p.c_hi.add(c));
-            let c_lo = ld!(p.c_lo.add(c));
-            let c64 = _mm512_loadu_si512(p.c64.add(c) as *const __m512i);
-            let m = _mm512_cvtepi32_epi64(ld!(p.mult.add(c)));
-            let k = Rq64Zmm::new(_mm512_cvtepi32_epi64(ld!(p.shift.add(c))), q);
+            let ld16 = |ptr: *const i32| _mm512_loadu_si512(ptr as *const __m512i);
+            let ld8 = |ptr: *const i32| _mm256_loadu_si256(ptr as *const __m256i);
+            let (c_hi, c_lo, e32) = (
+                ld16(p.c_hi.add(c)),
+                ld16(p.c_lo.add(c)),
+                ld16(fast.c64_32.add(c)),
+            );
+            let (m, s) = (ld16(p.mult.add(c)), ld16(p.shift.add(c)));
+            let limit = _mm512_set1_epi32(fast.h_limit);
+            let narrow = fast.h_limit >= 0;
+            // The `i64` path's per-half constants.
+            let halves = [0usize, 8].map(|h| {
+                let c64 = _mm512_loadu_si512(p.c64.add(c + h) as *const __m512i);
+                let m = _mm512_cvtepi32_epi64(ld8(p.mult.add(c + h)));
+                let k = Rq64Zmm::new(_mm512_cvtepi32_epi64(ld8(p.shift.add(c + h))), q);
+                (
+                    _mm256_loadu_si256(p.c_hi.add(c + h) as *const __m256i),
+                    ld8(p.c_lo.add(c + h)),
+                    c64,
+                    m,
+                    k,
+                )
+            });
             for r in 0..rows {
                 let o = r * t_stride + c;
-                let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.hi.add(o)), c_hi));
-                let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.lo.add(o)), c_lo));
-                let a = _mm512_add_epi64(
-                    _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
-                    _mm512_add_epi64(c64, _mm512_set1_epi64(*row_terms.add(r))),
-                );
-                let y = rq64_zmm_with(a, m, k);
-                _mm_storel_epi64(out.add(r * out_stride + c) as *mut __m128i, y);
+                let row = *row_terms.add(r);
+                let h = _mm512_add_epi32(ld16(p.hi.add(o)), c_hi);
+                let fits = _mm512_cmpgt_epu32_mask(_mm512_abs_epi32(h), limit) == 0;
+                if narrow && fits {
+                    let e = _mm512_add_epi32(e32, _mm512_set1_epi32(row as i32));
+                    let l = _mm512_add_epi32(ld16(p.lo.add(o)), c_lo);
+                    let a = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), e);
+                    let y = rq32_any_zmm(a, m, s, q);
+                    _mm_storeu_si128(out.add(r * out_stride + c) as *mut __m128i, y);
+                    continue;
+                }
+                for (j, &(c_hi, c_lo, c64, m, k)) in halves.iter().enumerate() {
+                    let o = o + 8 * j;
+                    let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8(p.hi.add(o)), c_hi));
+                    let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8(p.lo.add(o)), c_lo));
+                    let a = _mm512_add_epi64(
+                        _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
+                        _mm512_add_epi64(c64, _mm512_set1_epi64(row)),
+                    );
+                    let y = rq64_zmm_with(a, m, k);
+                    let dst = out.add(r * out_stride + c + 8 * j);
+                    _mm_storel_epi64(dst as *mut __m128i, y);
+                }
             }
         }
-        c += 8;
+        c += 16;
+    }
+}
+
+/// The `i32` fast path's inputs of [`requant_hilo_rows_zmm`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct HiLoFast {
+    /// `c64` modulo 2^32, per channel.
+    pub c64_32: *const i32,
+    /// Largest `|H'|` for which every accumulator provably fits `i32`; negative: never.
+    pub h_limit: i32,
+}
+
+/// 16 `i32` accumulators requantized exactly for any shifts in `[1, 62]`: the
+/// high-dword path when every shift is ≥ 33, else 64-bit products.
+#[inline(always)]
+unsafe fn rq32_any_zmm(a: __m512i, m: __m512i, s: __m512i, q: Clamp) -> __m128i {
+    // SAFETY: only called from functions with avx512f/bw enabled; register-only.
+    unsafe {
+        if _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(33)) != 0 {
+            return rq32_wide_zmm(a, m, s, q);
+        }
+        let one = _mm512_set1_epi32(1);
+        let k = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
+        let rnd = _mm512_sllv_epi32(one, _mm512_sub_epi32(k, one));
+        let pe = _mm512_mul_epi32(a, m);
+        let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
+        let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
+        let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
+        let y = _mm512_add_epi32(y, _mm512_set1_epi32(q.zp));
+        let y = _mm512_min_epi32(
+            _mm512_max_epi32(y, _mm512_set1_epi32(q.lo)),
+            _mm512_set1_epi32(q.hi),
+        );
+        _mm512_cvtepi32_epi8(y)
     }
 }
 
