@@ -4,6 +4,8 @@
 //! Criterion ids: group `vs-ort/<threads>t`, function = shape, parameter = contender:
 //!
 //! * `x86` — our best x86 tier, frozen weights (packed at prepare);
+//! * `x86-vnni` — the AVX-512 VNNI tier, when the best tier is AMX (ORT's kernels here
+//!   are AVX-512 VNNI, so this is the like-for-like instruction set);
 //! * `ort` — ONNX Runtime running the model `lastmile-backend-onnxruntime` emits
 //!   (`QLinearConv`; linear as `QGemm`), frozen weights as initializers (ORT pre-packs them);
 //! * `ort-qlinearmatmul` — a bare `QLinearMatMul` (linear only; no bias, per-tensor scale);
@@ -20,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lastmile_backend_onnxruntime::OnnxRuntime;
 use lastmile_backend_onnxruntime::bench_support::{RawSession, qlinear_matmul_model};
-use lastmile_backend_x86::X86;
+use lastmile_backend_x86::{Tier, X86};
 use lastmile_benches::{conv_model, input_codes, linear_model, macs, uniform};
 use lastmile_core::QuantModel;
 use lastmile_core::backend::Backend;
@@ -63,6 +65,9 @@ fn bench_vs_ort(c: &mut Criterion) {
     if !ort_ok {
         return;
     }
+    let x86_vnni = (x86_best.kernel_tier() == Tier::Amx)
+        .then(|| X86::with_tier(Tier::Avx512Vnni).ok())
+        .flatten();
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = vec![1];
     if all > 1 {
@@ -90,11 +95,15 @@ fn bench_vs_ort(c: &mut Criterion) {
             let xnn = lastmile_backend_xnnpack::Xnnpack::new()
                 .ok()
                 .filter(|_| t == 1);
-            let xnn_contenders: Vec<(&str, &dyn Backend, &QuantModel)> = match &xnn {
+            let mut extra: Vec<(&str, &dyn Backend, &QuantModel)> = match &xnn {
                 Some(x) => vec![("xnnpack", x, &model), ("xnnpack-trainable", x, &trainable)],
                 None => Vec::new(),
             };
-            for (who, backend, m) in contenders.into_iter().chain(xnn_contenders) {
+            let vnni = x86_vnni.clone().map(|v| v.with_threads(t));
+            if let Some(v) = &vnni {
+                extra.push(("x86-vnni", v, &model));
+            }
+            for (who, backend, m) in contenders.into_iter().chain(extra) {
                 let mut p = backend.prepare(m).expect("prepare");
                 let mut out = Vec::new();
                 group.bench_function(BenchmarkId::new(name, who), |b| {

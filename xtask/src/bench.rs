@@ -398,19 +398,21 @@ fn render_vs_ort(md: &mut String, results: &[&Result1]) {
     );
     let _ = writeln!(
         md,
-        "| threads | op / shape | x86 | ORT QLinearConv | ORT / x86 | ORT QLinearMatMul | QLinearMatMul / x86 | x86 trainable | ORT trainable | ORT / x86 trainable | XNNPACK | XNNPACK / x86 | XNNPACK trainable | XNNPACK / x86 trainable |"
+        "| threads | op / shape | x86 | ORT QLinearConv | ORT / x86 | x86 AVX-512 VNNI | ORT / x86 VNNI | ORT QLinearMatMul | QLinearMatMul / x86 | x86 trainable | ORT trainable | ORT / x86 trainable | XNNPACK | XNNPACK / x86 | XNNPACK trainable | XNNPACK / x86 trainable |"
     );
     let _ = writeln!(
         md,
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for ((t, (_, shape)), c) in &rows {
         let _ = writeln!(
             md,
-            "| {t} | {shape} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {t} | {shape} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(c.get("x86")),
             cell(c.get("ort")),
             ratio(c.get("ort"), c.get("x86")),
+            cell(c.get("x86-vnni")),
+            ratio(c.get("ort"), c.get("x86-vnni")),
             cell(c.get("ort-qlinearmatmul")),
             ratio(c.get("ort-qlinearmatmul"), c.get("x86")),
             cell(c.get("x86-trainable")),
@@ -425,7 +427,9 @@ fn render_vs_ort(md: &mut String, results: &[&Result1]) {
     let _ = writeln!(
         md,
         "\nORT = ONNX Runtime's CPU EP running the model `lastmile-backend-onnxruntime` emits \
-         (linear as com.microsoft QGemm with bias); QLinearMatMul = a bare node without bias, \
+         (linear as com.microsoft QGemm with bias); x86 = the best tier (AMX where present); \
+         x86 AVX-512 VNNI = that tier, measured when the best is AMX (ORT's own kernels here \
+         are AVX-512 VNNI); QLinearMatMul = a bare node without bias, \
          per-tensor scales, u8 activations like the emitted model. Trainable: weights change \
          every forward (x86 re-packs, ORT takes them as session inputs, XNNPACK re-creates \
          the operator). XNNPACK runs single-threaded (no pthreadpool).\n"
