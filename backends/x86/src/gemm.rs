@@ -36,7 +36,7 @@ use lastmile_core::quant::QuantMultiplier;
 
 use crate::direct::{Direct, DirectInput};
 use crate::gather::{AFormat, Rows};
-use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, TileArgs, TileOp, Token};
+use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, Isa, TileArgs, TileOp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
 
 /// Dword groups per Madd16 tile call: 128 groups = 256 elements, so every `i32` lane sum
@@ -431,7 +431,10 @@ impl GemmLayer {
                         Scheme::Vnni16 => {
                             // One pass: panel 0 = hi, panel 1 = lo' of the same channels.
                             tok.tile_segments(TileOp::ActU8, a_t, r, w_main, tile_args, &mut t32);
-                            if corr.narrow {
+                            // AVX-512: the tile epilogue's vector i32 path serves narrow
+                            // layers too (every accumulator provably fits: no |H'| limit).
+                            let zmm_epilogue = tok.isa() == Isa::Avx512Vnni && rq.wide_ok;
+                            if corr.narrow && !zmm_epilogue {
                                 // Everything wraps in i32; the true totals fit i32.
                                 for i in 0..r {
                                     let ti = &t32[i * 2 * nr..(i + 1) * 2 * nr];
@@ -482,7 +485,7 @@ impl GemmLayer {
                                 c_lo: &corr.c32_lo[c0..c0 + nr],
                                 c64: &corr.c64[c0..c0 + nr],
                                 c64_32: &corr.c32_narrow[c0..c0 + nr],
-                                h_limit: corr.h_limit,
+                                h_limit: if corr.narrow { i32::MAX } else { corr.h_limit },
                             };
                             let t = &t32[..r * 2 * nr];
                             let yo = (b0 + mt) * y_stride + c0 - col0;

@@ -71,7 +71,8 @@ pub(crate) struct HiLoCorr<'a> {
     /// `c64` modulo 2^32.
     pub c64_32: &'a [i32],
     /// Largest `|hi + c_hi|` for which every accumulator of the layer provably fits
-    /// `i32` (see `Corrections::h_limit`); negative: never.
+    /// `i32` (see `Corrections::h_limit`); negative: never; `i32::MAX`: always (a narrow
+    /// layer, see `Corrections::narrow`).
     pub h_limit: i32,
 }
 

@@ -256,6 +256,8 @@ pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i
 /// all 16 lanes have `|H'| ≤ h_limit`, every `acc` fits `i32`: it is formed in wrapping
 /// `i32` (`E` as `c64_32 + row`, both modulo 2^32 — exact, the true values fit) and
 /// requantized like 8w8a. Otherwise (or `h_limit < 0`) the 16 lanes take the `i64` path.
+/// `h_limit = i32::MAX` means the caller has proven that every accumulator of the layer
+/// fits `i32` (the narrow bound on the actual weights), so every vector takes the `i32` path.
 /// Real layers' `|H'|` is far below the limit almost always (it is `≈ |acc| / 256`).
 ///
 /// # Safety
@@ -340,7 +342,8 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
 pub(super) struct HiLoFast {
     /// `c64` modulo 2^32, per channel.
     pub c64_32: *const i32,
-    /// Largest `|H'|` for which every accumulator provably fits `i32`; negative: never.
+    /// Largest `|H'|` for which every accumulator provably fits `i32`; negative: never;
+    /// `i32::MAX`: always (the layer is narrow).
     pub h_limit: i32,
 }
 
