@@ -6,6 +6,7 @@ use lastmile_backend_cpu_ref::kernels::Weights;
 
 use crate::gather::ConvGeom;
 use crate::gemm::Requant;
+use crate::workers::Workers;
 use lastmile_core::quant::QuantMultiplier;
 
 use crate::kernels::{Clamp, Dw3Dst, Dw3Rows, Token};
@@ -148,6 +149,7 @@ impl DwLayer {
         n: usize,
         y: &mut [i8],
         scratch: &mut [DwScratch],
+        workers: &Workers,
     ) {
         let g = &self.geom;
         let row_len = g.wo * g.c_in;
@@ -159,13 +161,13 @@ impl DwLayer {
             return;
         }
         let per = rows.div_ceil(threads);
-        std::thread::scope(|s| {
+        workers.scope(|s| {
             for ((i, ys), sc) in y
                 .chunks_mut(per * row_len)
                 .enumerate()
                 .zip(scratch.iter_mut())
             {
-                s.spawn(move || self.run_rows(tok, x, i * per, ys, sc));
+                s.spawn(move |_| self.run_rows(tok, x, i * per, ys, sc));
             }
         });
     }

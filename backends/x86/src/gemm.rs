@@ -38,6 +38,7 @@ use crate::direct::{Direct, DirectInput};
 use crate::gather::{AFormat, Rows};
 use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, Isa, TileArgs, TileOp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
+use crate::workers::Workers;
 
 /// Dword groups per Madd16 tile call: 128 groups = 256 elements, so every `i32` lane sum
 /// is at most `256·255·32767 < 2^31`.
@@ -224,6 +225,7 @@ impl GemmLayer {
         m_total: usize,
         y: &mut [i8],
         scratch: &mut [Scratch],
+        workers: &Workers,
     ) {
         let n = self.packed.n;
         assert_eq!(y.len(), m_total * n);
@@ -257,9 +259,9 @@ impl GemmLayer {
         } else if blocks >= threads || blocks >= groups {
             // Disjoint row ranges, whole blocks each.
             let per = blocks.div_ceil(threads) * mb;
-            std::thread::scope(|s| {
+            workers.scope(|s| {
                 for ((i, ys), sc) in y.chunks_mut(per * n).enumerate().zip(scratch.iter_mut()) {
-                    s.spawn(move || {
+                    s.spawn(move |_| {
                         self.run_rows(
                             tok,
                             x,
@@ -280,7 +282,7 @@ impl GemmLayer {
             // Few rows, many channels: disjoint panel groups into private outputs.
             let per = groups.div_ceil(threads);
             let nr = self.packed.nr;
-            std::thread::scope(|s| {
+            workers.scope(|s| {
                 for (t, sc) in scratch.iter_mut().enumerate() {
                     let g0 = (t * per).min(groups);
                     let g1 = ((t + 1) * per).min(groups);
@@ -289,7 +291,7 @@ impl GemmLayer {
                         continue;
                     }
                     let cols = (g1 * nr).min(n) - g0 * nr;
-                    s.spawn(move || {
+                    s.spawn(move |_| {
                         let mut out = std::mem::take(&mut sc.out);
                         out.clear();
                         out.resize(m_total * cols, 0);

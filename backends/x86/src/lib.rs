@@ -54,6 +54,8 @@ mod kernels;
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod prepared;
+#[cfg(target_arch = "x86_64")]
+mod workers;
 
 #[cfg(target_arch = "x86_64")]
 pub mod bench_support;

@@ -20,6 +20,7 @@ use crate::gather::{ConvGeom, Rows};
 use crate::gemm::{GemmLayer, Requant, Scratch};
 use crate::kernels::{AddConsts, Clamp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
+use crate::workers::Workers;
 
 /// Which params a packed node reads, and which of them may change between forwards.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +62,7 @@ pub(crate) struct Scratches {
 pub(crate) struct Table {
     tok: Token,
     threads: usize,
+    workers: Workers,
     bits: WeightBits,
 }
 
@@ -73,9 +75,11 @@ pub(crate) fn prepare(
     model: &QuantModel,
     threads: usize,
 ) -> Result<Prepared, BackendError> {
+    let threads = threads.max(1);
     let table = Table {
         tok,
-        threads: threads.max(1),
+        threads,
+        workers: Workers::new(threads).map_err(BackendError::Unavailable)?,
         bits: model.weight_bits,
     };
     Executor::new(table, model)
@@ -226,16 +230,20 @@ impl KernelTable for Table {
                     Rows::Conv(g) => a.n * g.ho * g.wo,
                     Rows::Dense { .. } => a.n,
                 };
-                layer.run(self.tok, a.x, m, y, &mut scratch.gemm);
+                layer.run(self.tok, a.x, m, y, &mut scratch.gemm, &self.workers);
             }
-            Exec::Depthwise(layer, _) => layer.run(self.tok, a.x, a.n, y, &mut scratch.dw),
+            Exec::Depthwise(layer, _) => {
+                layer.run(self.tok, a.x, a.n, y, &mut scratch.dw, &self.workers)
+            }
             Exec::Reference => a.reference(y),
         }
     }
 
     fn linear(&self, state: &mut Exec, scratch: &mut Scratches, a: &LinearArgs<'_>, y: &mut [i8]) {
         match state {
-            Exec::Gemm(layer, _) => layer.run(self.tok, a.x, a.n, y, &mut scratch.gemm),
+            Exec::Gemm(layer, _) => {
+                layer.run(self.tok, a.x, a.n, y, &mut scratch.gemm, &self.workers)
+            }
             _ => a.reference(y),
         }
     }

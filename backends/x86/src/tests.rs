@@ -786,7 +786,8 @@ fn depthwise_matches_the_reference_on_every_path() {
             let threads = 1 + case % 3;
             let mut scratch: Vec<DwScratch> = (0..threads).map(|_| DwScratch::default()).collect();
             let mut y = vec![0i8; n * ho * wo * c];
-            layer.run(tok, &x, n, &mut y, &mut scratch);
+            let workers = crate::workers::Workers::new(threads).expect("worker threads");
+            layer.run(tok, &x, n, &mut y, &mut scratch, &workers);
             let attrs = Conv2d {
                 weight: ParamId(0),
                 bias: Some(ParamId(1)),
