@@ -55,8 +55,8 @@ pub(super) struct Rows32 {
 /// `shift` for `len`, `out + r·out_stride` writable for `len` bytes per row; `len % 16 == 0`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn requant32_zmm(p: Rows32, q: Clamp) {
-    // Channels outer, rows inner: the per-channel constants are loaded (and, on the
-    // n ≥ 33 path, derived) once per 16 channels of the tile.
+    // Channels outer, rows inner: the per-channel constants are loaded (and derived) once
+    // per 16 channels of the tile.
     let mut c = 0;
     while c < p.len {
         // SAFETY: `c + 16 ≤ len`; the loads of `corr`/`mult`/`shift` at `c` and of row `r`'s
@@ -66,39 +66,71 @@ pub(super) unsafe fn requant32_zmm(p: Rows32, q: Clamp) {
             let corr = _mm512_loadu_si512(p.corr.add(c) as *const __m512i);
             let m = _mm512_loadu_si512(p.mult.add(c) as *const __m512i);
             let s = _mm512_loadu_si512(p.shift.add(c) as *const __m512i);
-            if _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(33)) == 0 {
-                // Every n ≥ 33: the high-dword path (module docs).
-                let one = _mm512_set1_epi32(1);
-                let m_odd = _mm512_srli_epi64::<32>(m);
-                let k = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
-                let rnd = _mm512_sllv_epi32(one, _mm512_sub_epi32(k, one));
-                let (zp, lo, hi) = (
-                    _mm512_set1_epi32(q.zp),
-                    _mm512_set1_epi32(q.lo),
-                    _mm512_set1_epi32(q.hi),
-                );
-                for r in 0..p.rows {
-                    let acc = _mm512_loadu_si512(p.acc.add(r * p.len + c) as *const __m512i);
-                    let a = _mm512_add_epi32(acc, corr);
-                    let pe = _mm512_mul_epi32(a, m);
-                    let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), m_odd);
-                    // Even lanes ← the high dword of their product (dword 2i+1 of `pe`);
-                    // odd lanes keep the high dword of theirs, already in place in `po`.
-                    let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
-                    let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
-                    let y = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(y, zp), lo), hi);
-                    let o = p.out.add(r * p.out_stride + c);
-                    _mm_storeu_si128(o as *mut __m128i, _mm512_cvtepi32_epi8(y));
-                }
-            } else {
-                for r in 0..p.rows {
-                    let acc = _mm512_loadu_si512(p.acc.add(r * p.len + c) as *const __m512i);
-                    let y = rq32_wide_zmm(_mm512_add_epi32(acc, corr), m, s, q);
-                    _mm_storeu_si128(p.out.add(r * p.out_stride + c) as *mut __m128i, y);
-                }
+            let k = Rq32Zmm::new(m, s, q);
+            for r in 0..p.rows {
+                let acc = _mm512_loadu_si512(p.acc.add(r * p.len + c) as *const __m512i);
+                let y = k.apply(_mm512_add_epi32(acc, corr));
+                _mm_storeu_si128(p.out.add(r * p.out_stride + c) as *mut __m128i, y);
             }
         }
         c += 16;
+    }
+}
+
+/// The per-channel constants of the exact `i32` requantization of 16 lanes, derived once
+/// and applied to many rows: the high-dword path when every shift is ≥ 33 (module docs),
+/// else 64-bit products ([`rq32_wide_zmm`]).
+#[derive(Clone, Copy)]
+struct Rq32Zmm {
+    m: __m512i,
+    s: __m512i,
+    /// `M` of the odd lanes, moved to the even positions `vpmuldq` reads.
+    m_odd: __m512i,
+    /// `k = n − 32` and `2^(k−1)` (high-dword path).
+    k: __m512i,
+    rnd: __m512i,
+    high: bool,
+    q: Clamp,
+}
+
+impl Rq32Zmm {
+    #[inline(always)]
+    unsafe fn new(m: __m512i, s: __m512i, q: Clamp) -> Self {
+        // SAFETY: only called from functions with avx512f enabled; register-only.
+        unsafe {
+            let one = _mm512_set1_epi32(1);
+            let k = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
+            Rq32Zmm {
+                m,
+                s,
+                m_odd: _mm512_srli_epi64::<32>(m),
+                k,
+                rnd: _mm512_sllv_epi32(one, _mm512_sub_epi32(k, one)),
+                high: _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(33)) == 0,
+                q,
+            }
+        }
+    }
+
+    /// `clamp(⌊(a·M + 2^(n−1)) / 2^n⌋ + zp)` per lane, as 16 bytes.
+    #[inline(always)]
+    unsafe fn apply(&self, a: __m512i) -> __m128i {
+        // SAFETY: only called from functions with avx512f/bw enabled; register-only.
+        unsafe {
+            if !self.high {
+                return rq32_wide_zmm(a, self.m, self.s, self.q);
+            }
+            let pe = _mm512_mul_epi32(a, self.m);
+            let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), self.m_odd);
+            // Even lanes ← the high dword of their product (dword 2i+1 of `pe`); odd lanes
+            // keep the high dword of theirs, already in place in `po`.
+            let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
+            let y = _mm512_srav_epi32(_mm512_add_epi32(h, self.rnd), self.k);
+            let y = _mm512_add_epi32(y, _mm512_set1_epi32(self.q.zp));
+            let y = _mm512_max_epi32(y, _mm512_set1_epi32(self.q.lo));
+            let y = _mm512_min_epi32(y, _mm512_set1_epi32(self.q.hi));
+            _mm512_cvtepi32_epi8(y)
+        }
     }
 }
 
@@ -290,7 +322,7 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
                 ld16(p.c_lo.add(c)),
                 ld16(fast.c64_32.add(c)),
             );
-            let (m, s) = (ld16(p.mult.add(c)), ld16(p.shift.add(c)));
+            let rq32 = Rq32Zmm::new(ld16(p.mult.add(c)), ld16(p.shift.add(c)), q);
             let limit = _mm512_set1_epi32(fast.h_limit);
             let narrow = fast.h_limit >= 0;
             // The `i64` path's per-half constants.
@@ -315,7 +347,7 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
                     let e = _mm512_add_epi32(e32, _mm512_set1_epi32(row as i32));
                     let l = _mm512_add_epi32(ld16(p.lo.add(o)), c_lo);
                     let a = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), e);
-                    let y = rq32_any_zmm(a, m, s, q);
+                    let y = rq32.apply(a);
                     _mm_storeu_si128(out.add(r * out_stride + c) as *mut __m128i, y);
                     continue;
                 }
@@ -345,31 +377,6 @@ pub(super) struct HiLoFast {
     /// Largest `|H'|` for which every accumulator provably fits `i32`; negative: never;
     /// `i32::MAX`: always (the layer is narrow).
     pub h_limit: i32,
-}
-
-/// 16 `i32` accumulators requantized exactly for any shifts in `[1, 62]`: the
-/// high-dword path when every shift is ≥ 33, else 64-bit products.
-#[inline(always)]
-unsafe fn rq32_any_zmm(a: __m512i, m: __m512i, s: __m512i, q: Clamp) -> __m128i {
-    // SAFETY: only called from functions with avx512f/bw enabled; register-only.
-    unsafe {
-        if _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(33)) != 0 {
-            return rq32_wide_zmm(a, m, s, q);
-        }
-        let one = _mm512_set1_epi32(1);
-        let k = _mm512_sub_epi32(s, _mm512_set1_epi32(32));
-        let rnd = _mm512_sllv_epi32(one, _mm512_sub_epi32(k, one));
-        let pe = _mm512_mul_epi32(a, m);
-        let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(m));
-        let h = _mm512_mask_shuffle_epi32::<_MM_PERM_DDBB>(po, 0x5555, pe);
-        let y = _mm512_srav_epi32(_mm512_add_epi32(h, rnd), k);
-        let y = _mm512_add_epi32(y, _mm512_set1_epi32(q.zp));
-        let y = _mm512_min_epi32(
-            _mm512_max_epi32(y, _mm512_set1_epi32(q.lo)),
-            _mm512_set1_epi32(q.hi),
-        );
-        _mm512_cvtepi32_epi8(y)
-    }
 }
 
 /// Pointers of a 16w8a tile-row epilogue (see `requant_hilo_*`).
