@@ -315,37 +315,50 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
         // of `c64` at `c` and `c + 8`, 16- and 8-byte stores, all in bounds by the function
         // contract.
         unsafe {
-            let ld16 = |ptr: *const i32| _mm512_loadu_si512(ptr as *const __m512i);
-            let ld8 = |ptr: *const i32| _mm256_loadu_si256(ptr as *const __m256i);
+            // Macros, not closures: a closure would not inherit this function's target
+            // features, so it would not inline and would pass vectors through memory.
+            macro_rules! ld16 {
+                ($ptr:expr) => {
+                    _mm512_loadu_si512($ptr as *const __m512i)
+                };
+            }
+            macro_rules! ld8 {
+                ($ptr:expr) => {
+                    _mm256_loadu_si256($ptr as *const __m256i)
+                };
+            }
             let (c_hi, c_lo, e32) = (
-                ld16(p.c_hi.add(c)),
-                ld16(p.c_lo.add(c)),
-                ld16(fast.c64_32.add(c)),
+                ld16!(p.c_hi.add(c)),
+                ld16!(p.c_lo.add(c)),
+                ld16!(fast.c64_32.add(c)),
             );
-            let rq32 = Rq32Zmm::new(ld16(p.mult.add(c)), ld16(p.shift.add(c)), q);
+            let rq32 = Rq32Zmm::new(ld16!(p.mult.add(c)), ld16!(p.shift.add(c)), q);
             let limit = _mm512_set1_epi32(fast.h_limit);
             let narrow = fast.h_limit >= 0;
             // The `i64` path's per-half constants.
-            let halves = [0usize, 8].map(|h| {
-                let c64 = _mm512_loadu_si512(p.c64.add(c + h) as *const __m512i);
-                let m = _mm512_cvtepi32_epi64(ld8(p.mult.add(c + h)));
-                let k = Rq64Zmm::new(_mm512_cvtepi32_epi64(ld8(p.shift.add(c + h))), q);
-                (
-                    _mm256_loadu_si256(p.c_hi.add(c + h) as *const __m256i),
-                    ld8(p.c_lo.add(c + h)),
-                    c64,
-                    m,
-                    k,
-                )
-            });
+            macro_rules! half {
+                ($h:expr) => {{
+                    let c64 = _mm512_loadu_si512(p.c64.add(c + $h) as *const __m512i);
+                    let m = _mm512_cvtepi32_epi64(ld8!(p.mult.add(c + $h)));
+                    let k = Rq64Zmm::new(_mm512_cvtepi32_epi64(ld8!(p.shift.add(c + $h))), q);
+                    (
+                        ld8!(p.c_hi.add(c + $h)),
+                        ld8!(p.c_lo.add(c + $h)),
+                        c64,
+                        m,
+                        k,
+                    )
+                }};
+            }
+            let halves = [half!(0), half!(8)];
             for r in 0..rows {
                 let o = r * t_stride + c;
                 let row = *row_terms.add(r);
-                let h = _mm512_add_epi32(ld16(p.hi.add(o)), c_hi);
+                let h = _mm512_add_epi32(ld16!(p.hi.add(o)), c_hi);
                 let fits = _mm512_cmpgt_epu32_mask(_mm512_abs_epi32(h), limit) == 0;
                 if narrow && fits {
                     let e = _mm512_add_epi32(e32, _mm512_set1_epi32(row as i32));
-                    let l = _mm512_add_epi32(ld16(p.lo.add(o)), c_lo);
+                    let l = _mm512_add_epi32(ld16!(p.lo.add(o)), c_lo);
                     let a = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<8>(h), l), e);
                     let y = rq32.apply(a);
                     _mm_storeu_si128(out.add(r * out_stride + c) as *mut __m128i, y);
@@ -353,8 +366,8 @@ pub(super) unsafe fn requant_hilo_rows_zmm(
                 }
                 for (j, &(c_hi, c_lo, c64, m, k)) in halves.iter().enumerate() {
                     let o = o + 8 * j;
-                    let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8(p.hi.add(o)), c_hi));
-                    let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8(p.lo.add(o)), c_lo));
+                    let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8!(p.hi.add(o)), c_hi));
+                    let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld8!(p.lo.add(o)), c_lo));
                     let a = _mm512_add_epi64(
                         _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
                         _mm512_add_epi64(c64, _mm512_set1_epi64(row)),
