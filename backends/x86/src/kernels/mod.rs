@@ -697,14 +697,15 @@ impl Token {
             rows == 0 || (rows - 1) * stride + len <= a.len(),
             "row_sums: short input"
         );
-        for r in 0..rows {
-            let row = &a[r * stride..r * stride + len];
-            out.push(match self.isa {
-                // SAFETY: the token proves avx512f/bw; `row` is `len` readable bytes.
-                Isa::Avx512Vnni => unsafe { sums::sum_u8_zmm(row.as_ptr(), row.len()) },
-                // SAFETY: the token proves avx2; `row` is `len` readable bytes.
-                Isa::Avx2 | Isa::AvxVnni => unsafe { sums::sum_u8_ymm(row.as_ptr(), row.len()) },
-            });
+        let start = out.len();
+        out.resize(start + rows, 0);
+        let (p, o) = (a.as_ptr(), out[start..].as_mut_ptr());
+        match self.isa {
+            // SAFETY: the token proves avx512f/bw; rows `r < rows` are `len` readable bytes
+            // at `r·stride` (asserted above) and `out[start + r]` exists (resized).
+            Isa::Avx512Vnni => unsafe { sums::sum_rows_u8_zmm(p, stride, rows, len, o) },
+            // SAFETY: the token proves avx2; bounds as above.
+            Isa::Avx2 | Isa::AvxVnni => unsafe { sums::sum_rows_u8_ymm(p, stride, rows, len, o) },
         }
     }
 

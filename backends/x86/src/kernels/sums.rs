@@ -6,8 +6,9 @@ use core::arch::x86_64::*;
 ///
 /// # Safety
 /// CPU has avx512f+avx512bw; `p .. p + len` readable.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn sum_u8_zmm(p: *const u8, len: usize) -> u64 {
+unsafe fn sum_u8_zmm(p: *const u8, len: usize) -> u64 {
     let zero = _mm512_setzero_si512();
     let mut acc = _mm512_setzero_si512();
     let mut i = 0;
@@ -30,8 +31,9 @@ pub(super) unsafe fn sum_u8_zmm(p: *const u8, len: usize) -> u64 {
 ///
 /// # Safety
 /// CPU has avx2; `p .. p + len` readable.
+#[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn sum_u8_ymm(p: *const u8, len: usize) -> u64 {
+unsafe fn sum_u8_ymm(p: *const u8, len: usize) -> u64 {
     let zero = _mm256_setzero_si256();
     let mut acc = _mm256_setzero_si256();
     let mut i = 0;
@@ -52,3 +54,40 @@ pub(super) unsafe fn sum_u8_ymm(p: *const u8, len: usize) -> u64 {
     }
     s
 }
+
+macro_rules! rows {
+    ($(#[$doc:meta])* $name:ident, $one:ident, $features:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The CPU has the features enabled here; for `r < rows`, `p + r·stride .. + len`
+        /// is readable and `out + r` writable.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(
+            p: *const u8,
+            stride: usize,
+            rows: usize,
+            len: usize,
+            out: *mut u64,
+        ) {
+            for r in 0..rows {
+                // SAFETY: row `r` of the function contract; same features (inlined).
+                unsafe { *out.add(r) = $one(p.add(r * stride), len) };
+            }
+        }
+    };
+}
+
+rows!(
+    /// `out[r] = Σ` of the `len` bytes of row `r` (`stride` apart), AVX-512: one call for
+    /// many short rows (a direct convolution's pixels), the byte sum inlined.
+    sum_rows_u8_zmm,
+    sum_u8_zmm,
+    "avx512f,avx512bw"
+);
+rows!(
+    /// As [`sum_rows_u8_zmm`], AVX2.
+    sum_rows_u8_ymm,
+    sum_u8_ymm,
+    "avx2"
+);
