@@ -161,6 +161,12 @@ impl PoolArgs<'_> {
 ///
 /// Every slot must write all of `y` (the executor reuses output buffers without clearing
 /// them) and be bit-exact with its default.
+///
+/// Every slot returns a `Result`, so a tier that runs foreign code (a C library, an
+/// accelerator) can report a failure; the defaults cannot fail. Like a
+/// [`KernelTable::refresh`] error, a slot error stops the forward — no later node runs —
+/// and [`Executor::run`] returns it as is, so it should name the node (keep
+/// `node {index} '{name}'` from [`KernelTable::prepare_node`]'s `info` in the node state).
 pub trait KernelTable: Debug + Send {
     /// What the tier keeps per node between forwards (packed weights, folded constants).
     type NodeState: Debug + Send;
@@ -200,9 +206,10 @@ pub trait KernelTable: Debug + Send {
         scratch: &mut Self::Scratch,
         args: &ConvArgs<'_>,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        args.reference(y)
+        args.reference(y);
+        Ok(())
     }
 
     /// Fully connected.
@@ -212,9 +219,10 @@ pub trait KernelTable: Debug + Send {
         scratch: &mut Self::Scratch,
         args: &LinearArgs<'_>,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        args.reference(y)
+        args.reference(y);
+        Ok(())
     }
 
     /// Elementwise add with rescaling (`a`, `b` at least `y.len()` long).
@@ -226,9 +234,10 @@ pub trait KernelTable: Debug + Send {
         a: &[i8],
         b: &[i8],
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        kernels::add(q, a, b, y)
+        kernels::add(q, a, b, y);
+        Ok(())
     }
 
     /// Max pool.
@@ -238,9 +247,10 @@ pub trait KernelTable: Debug + Send {
         scratch: &mut Self::Scratch,
         args: &PoolArgs<'_>,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        args.reference(true, y)
+        args.reference(true, y);
+        Ok(())
     }
 
     /// Average pool (padding excluded, round half away from zero).
@@ -250,9 +260,10 @@ pub trait KernelTable: Debug + Send {
         scratch: &mut Self::Scratch,
         args: &PoolArgs<'_>,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        args.reference(false, y)
+        args.reference(false, y);
+        Ok(())
     }
 
     /// Global average pool `[n, h, w, c] → [n, c]`.
@@ -265,9 +276,10 @@ pub trait KernelTable: Debug + Send {
         in_shape: &[usize],
         n: usize,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (state, scratch);
-        kernels::global_avg_pool(x, in_shape, n, y)
+        kernels::global_avg_pool(x, in_shape, n, y);
+        Ok(())
     }
 }
 
@@ -386,7 +398,7 @@ impl<T: KernelTable> Executor<T> {
 
     /// Runs the graph on `n` samples with this forward's `params`. Fails on bad arguments
     /// ([`check_forward_args`]), an op the table cannot run, or the first
-    /// [`KernelTable::refresh`] error.
+    /// [`KernelTable::refresh`] or slot error (returned as is; no later node runs).
     pub fn run(&mut self, params: &[QParam], input: &[i8], n: usize) -> Result<(), BackendError> {
         let sample: usize = self.plan.shapes[0].iter().product();
         check_forward_args(&self.model, params, input.len(), sample, n)?;
@@ -425,7 +437,7 @@ impl<T: KernelTable> Executor<T> {
             let value = |v: usize| -> &[i8] { if v == 0 { input } else { &values[v] } };
             let x = value(xi);
             let state = &mut states[i];
-            match (&node.op, &plan.nodes[i]) {
+            let ran = match (&node.op, &plan.nodes[i]) {
                 (
                     Op::Conv2d(c),
                     NodePlan::Dot {
@@ -455,7 +467,7 @@ impl<T: KernelTable> Executor<T> {
                         out_shape,
                         n,
                     };
-                    table.conv2d(state, scratch, &args, &mut y);
+                    table.conv2d(state, scratch, &args, &mut y)
                 }
                 (
                     Op::Linear(l),
@@ -484,7 +496,7 @@ impl<T: KernelTable> Executor<T> {
                         bias: l.bias.map(|b| bias_codes(&params[b.index()])),
                         n,
                     };
-                    table.linear(state, scratch, &args, &mut y);
+                    table.linear(state, scratch, &args, &mut y)
                 }
                 (
                     Op::Add { .. },
@@ -510,7 +522,7 @@ impl<T: KernelTable> Executor<T> {
                         hi: *hi,
                     };
                     let b = value(node.inputs[1].index());
-                    table.add(state, scratch, q, x, b, &mut y);
+                    table.add(state, scratch, q, x, b, &mut y)
                 }
                 (Op::MaxPool(p) | Op::AvgPool(p), _) => {
                     let args = PoolArgs {
@@ -521,22 +533,25 @@ impl<T: KernelTable> Executor<T> {
                         n,
                     };
                     if matches!(node.op, Op::MaxPool(_)) {
-                        table.max_pool(state, scratch, &args, &mut y);
+                        table.max_pool(state, scratch, &args, &mut y)
                     } else {
-                        table.avg_pool(state, scratch, &args, &mut y);
+                        table.avg_pool(state, scratch, &args, &mut y)
                     }
                 }
                 (Op::GlobalAvgPool, _) => table.global_avg_pool(state, scratch, x, xs, n, &mut y),
-                (Op::Flatten, _) => y.copy_from_slice(x),
-                (op, _) => {
-                    return Err(BackendError::Unsupported(format!(
-                        "node {i} '{}': {:?}",
-                        node.name,
-                        op.kind()
-                    )));
+                (Op::Flatten, _) => {
+                    y.copy_from_slice(x);
+                    Ok(())
                 }
-            }
+                (op, _) => Err(BackendError::Unsupported(format!(
+                    "node {i} '{}': {:?}",
+                    node.name,
+                    op.kind()
+                ))),
+            };
+            // Put the buffer back before stopping on an error: the next forward reuses it.
             values[i + 1] = y;
+            ran?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The shared executor with a custom kernel table: overridden slots are called, the others
 //! fall back to the reference, `refresh` runs before (and only for) nodes with trainable
-//! parameters, and results equal cpu-ref's for the forward's current parameters.
+//! parameters, results equal cpu-ref's for the forward's current parameters, and a
+//! `refresh` or slot error stops the forward and comes out of it as is.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +23,8 @@ struct Counting {
     refreshed: Mutex<Vec<usize>>,
     /// `refresh` fails (after recording the call).
     fail: AtomicBool,
+    /// The `linear` slot fails on this node (after counting the call).
+    fail_linear_at: Mutex<Option<usize>>,
 }
 
 /// Per node: how many times it was refreshed.
@@ -72,13 +75,20 @@ impl KernelTable for Counting {
 
     fn linear(
         &self,
-        _state: &mut State,
+        state: &mut State,
         _scratch: &mut Vec<usize>,
         args: &LinearArgs<'_>,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         self.linear.fetch_add(1, Ordering::Relaxed);
-        args.reference(y)
+        if *self.fail_linear_at.lock().unwrap() == Some(state.index) {
+            return Err(BackendError::Engine(format!(
+                "node {}: operator failed",
+                state.index
+            )));
+        }
+        args.reference(y);
+        Ok(())
     }
 }
 
@@ -178,4 +188,33 @@ fn refresh_runs_only_for_trainable_nodes() {
     assert_eq!(err, BackendError::Engine("node 0: refresh failed".into()));
     assert_eq!(exec.table().linear.load(Ordering::Relaxed), 6);
     assert_eq!(*exec.table().refreshed.lock().unwrap(), vec![0, 0, 0, 0]);
+}
+
+#[test]
+fn slot_error_stops_the_forward_and_comes_out_as_is() {
+    let m = model();
+    let mut exec = Executor::new(Counting::default(), &m).unwrap();
+    let input: Vec<i8> = (0..6).map(|i| (i * 41 % 256 - 128) as i8).collect();
+    let mut out = Vec::new();
+    exec.forward(&m.params, &input, 1, &mut out).unwrap();
+    assert_eq!(exec.table().linear.load(Ordering::Relaxed), 2);
+    // fc1's slot fails: the error is the slot's, unchanged, and fc2 never runs.
+    *exec.table().fail_linear_at.lock().unwrap() = Some(0);
+    let mut out = vec![7i8; 3];
+    let err = exec.forward(&m.params, &input, 1, &mut out).unwrap_err();
+    assert_eq!(err, BackendError::Engine("node 0: operator failed".into()));
+    assert_eq!(exec.table().linear.load(Ordering::Relaxed), 3);
+    // The caller's output is left alone.
+    assert_eq!(out, vec![7i8; 3]);
+    // Same for the last node: it ran (and failed) after fc1, and nothing after it.
+    *exec.table().fail_linear_at.lock().unwrap() = Some(1);
+    let err = exec.forward(&m.params, &input, 1, &mut out).unwrap_err();
+    assert_eq!(err, BackendError::Engine("node 1: operator failed".into()));
+    assert_eq!(exec.table().linear.load(Ordering::Relaxed), 5);
+    assert_eq!(out, vec![7i8; 3]);
+    // Once the slot succeeds again, forwards are whole and exact.
+    *exec.table().fail_linear_at.lock().unwrap() = None;
+    exec.forward(&m.params, &input, 1, &mut out).unwrap();
+    assert_eq!(out, run(&m, &input, 1).unwrap());
+    assert_eq!(exec.table().linear.load(Ordering::Relaxed), 7);
 }

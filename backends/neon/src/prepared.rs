@@ -163,7 +163,13 @@ impl KernelTable for Table {
         Ok(())
     }
 
-    fn conv2d(&self, state: &mut Packed, scratch: &mut Scratch, a: &ConvArgs<'_>, y: &mut [i8]) {
+    fn conv2d(
+        &self,
+        state: &mut Packed,
+        scratch: &mut Scratch,
+        a: &ConvArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         match state {
             Packed::Depthwise(w) => depthwise::depthwise(
                 a.attrs,
@@ -196,9 +202,16 @@ impl KernelTable for Table {
             // Every conv is packed at prepare time.
             Packed::None => a.reference(y),
         }
+        Ok(())
     }
 
-    fn linear(&self, state: &mut Packed, scratch: &mut Scratch, a: &LinearArgs<'_>, y: &mut [i8]) {
+    fn linear(
+        &self,
+        state: &mut Packed,
+        scratch: &mut Scratch,
+        a: &LinearArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         match state {
             Packed::Gemm(packs) if packs.len() == 1 => gemm::linear(
                 self.micro,
@@ -215,6 +228,7 @@ impl KernelTable for Table {
             ),
             _ => a.reference(y),
         }
+        Ok(())
     }
 
     fn add(
@@ -225,11 +239,18 @@ impl KernelTable for Table {
         a: &[i8],
         b: &[i8],
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         eltwise::add(q, a, b, y);
+        Ok(())
     }
 
-    fn max_pool(&self, _state: &mut Packed, scratch: &mut Scratch, a: &PoolArgs<'_>, y: &mut [i8]) {
+    fn max_pool(
+        &self,
+        _state: &mut Packed,
+        scratch: &mut Scratch,
+        a: &PoolArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         eltwise::pool2d(
             a.attrs,
             a.x,
@@ -240,9 +261,16 @@ impl KernelTable for Table {
             y,
             &mut scratch.pool,
         );
+        Ok(())
     }
 
-    fn avg_pool(&self, _state: &mut Packed, scratch: &mut Scratch, a: &PoolArgs<'_>, y: &mut [i8]) {
+    fn avg_pool(
+        &self,
+        _state: &mut Packed,
+        scratch: &mut Scratch,
+        a: &PoolArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         eltwise::pool2d(
             a.attrs,
             a.x,
@@ -253,6 +281,7 @@ impl KernelTable for Table {
             y,
             &mut scratch.pool,
         );
+        Ok(())
     }
 
     fn global_avg_pool(
@@ -263,7 +292,8 @@ impl KernelTable for Table {
         in_shape: &[usize],
         n: usize,
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         eltwise::global_avg_pool(x, in_shape, n, y, &mut scratch.pool);
+        Ok(())
     }
 }

@@ -223,7 +223,13 @@ impl KernelTable for Table {
         Ok(())
     }
 
-    fn conv2d(&self, state: &mut Exec, scratch: &mut Scratches, a: &ConvArgs<'_>, y: &mut [i8]) {
+    fn conv2d(
+        &self,
+        state: &mut Exec,
+        scratch: &mut Scratches,
+        a: &ConvArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         match state {
             Exec::Gemm(layer, _) => {
                 let m = match &layer.rows {
@@ -237,15 +243,23 @@ impl KernelTable for Table {
             }
             Exec::Reference => a.reference(y),
         }
+        Ok(())
     }
 
-    fn linear(&self, state: &mut Exec, scratch: &mut Scratches, a: &LinearArgs<'_>, y: &mut [i8]) {
+    fn linear(
+        &self,
+        state: &mut Exec,
+        scratch: &mut Scratches,
+        a: &LinearArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         match state {
             Exec::Gemm(layer, _) => {
                 layer.run(self.tok, a.x, a.n, y, &mut scratch.gemm, &self.workers)
             }
             _ => a.reference(y),
         }
+        Ok(())
     }
 
     fn add(
@@ -256,7 +270,7 @@ impl KernelTable for Table {
         a: &[i8],
         b: &[i8],
         y: &mut [i8],
-    ) {
+    ) -> Result<(), BackendError> {
         let m = |q: lastmile_core::quant::QuantMultiplier| (q.multiplier, q.shift);
         let consts = AddConsts {
             zp_a: q.zp_a,
@@ -269,6 +283,7 @@ impl KernelTable for Table {
             hi: q.hi,
         };
         self.tok.add(a, b, consts, y);
+        Ok(())
     }
 }
 

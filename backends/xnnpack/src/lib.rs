@@ -125,7 +125,6 @@ impl Xnnpack {
             lib: self.lib,
             act: model.act.clone(),
             fallbacks: RefCell::new(Vec::new()),
-            failure: RefCell::new(None),
         };
         let exec = Executor::new(table, model)?;
         let fallbacks = exec.table().fallbacks.take();
@@ -144,9 +143,6 @@ struct Table {
     act: Vec<ActQuant>,
     /// Filled by `prepare_node`: the conv/linear layers XNNPACK rejected, with its reason.
     fallbacks: RefCell<Vec<String>>,
-    /// The first operator run that failed in this forward. The executor's slots cannot
-    /// return errors: [`Prepared::forward`] takes it out and returns it.
-    failure: RefCell<Option<BackendError>>,
 }
 
 /// How one node runs (the per-node state of [`Table`]).
@@ -176,8 +172,8 @@ struct Scratch {
 
 impl Table {
     /// Runs `layer`'s operator on `n` NHWC images of `h × w` (`x`: exactly their codes) into
-    /// `y`, or `reference` on a fallback layer. An operator failure is kept in
-    /// `self.failure` (the first one; operators after it do not run) and `y` is zeroed.
+    /// `y`, or `reference` on a fallback layer. An operator failure is returned, naming the
+    /// node: the executor stops the forward there.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -188,21 +184,19 @@ impl Table {
         x: &[i8],
         y: &mut [i8],
         reference: impl FnOnce(&mut [i8]),
-    ) {
+    ) -> Result<(), BackendError> {
         let Layer::Xnn {
             op,
             trainable,
             node,
         } = layer
         else {
-            return reference(y);
+            reference(y);
+            return Ok(());
         };
-        if self.failure.borrow().is_some() {
-            return y.fill(0);
-        }
         // A trainable layer's operator holds this forward's weights only: drop it once run.
         let mut fresh = if *trainable { op.take() } else { None };
-        let ran = match fresh.as_mut().or(op.as_mut()) {
+        match fresh.as_mut().or(op.as_mut()) {
             Some(op) => {
                 scratch.input.clear();
                 scratch.input.extend_from_slice(x);
@@ -210,11 +204,8 @@ impl Table {
                 op.run(n, h, w, x.len(), &scratch.input, y)
             }
             None => Err("no operator: it was not re-created for this forward".into()),
-        };
-        if let Err(e) = ran {
-            y.fill(0);
-            *self.failure.borrow_mut() = Some(BackendError::Engine(format!("{node}: {e}")));
         }
+        .map_err(|e| BackendError::Engine(format!("{node}: {e}")))
     }
 }
 
@@ -271,18 +262,30 @@ impl KernelTable for Table {
         Ok(())
     }
 
-    fn conv2d(&self, state: &mut Layer, scratch: &mut Scratch, a: &ConvArgs<'_>, y: &mut [i8]) {
+    fn conv2d(
+        &self,
+        state: &mut Layer,
+        scratch: &mut Scratch,
+        a: &ConvArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         let codes = a.n * a.in_shape.iter().product::<usize>();
         let hw = [a.in_shape[0], a.in_shape[1]];
         self.run(state, scratch, a.n, hw, &a.x[..codes], y, |y| {
             a.reference(y)
-        });
+        })
     }
 
-    fn linear(&self, state: &mut Layer, scratch: &mut Scratch, a: &LinearArgs<'_>, y: &mut [i8]) {
+    fn linear(
+        &self,
+        state: &mut Layer,
+        scratch: &mut Scratch,
+        a: &LinearArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         // A 1×1 convolution over `n` images of 1×1 pixels with `f` channels.
         let x = &a.x[..a.n * a.f];
-        self.run(state, scratch, a.n, [1, 1], x, y, |y| a.reference(y));
+        self.run(state, scratch, a.n, [1, 1], x, y, |y| a.reference(y))
     }
 }
 
@@ -379,15 +382,65 @@ impl PreparedModel for Prepared {
         n: usize,
         output: &mut Vec<i8>,
     ) -> Result<(), BackendError> {
-        let ran = self.exec.forward(params, input, n, output);
-        // An operator that failed to run comes first: the forward went on without it.
-        match self.exec.table().failure.take() {
-            Some(e) => Err(e),
-            None => ran,
-        }
+        self.exec.forward(params, input, n, output)
     }
 
     fn output_shape(&self) -> &[usize] {
         self.exec.output_shape()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lastmile_backend_cpu_ref::kernels::{DotQuant, Weights};
+
+    /// A slot whose operator cannot run returns the error, naming the node (it is not kept
+    /// for later: the executor stops the forward on it).
+    #[test]
+    fn operator_failure_is_the_slot_error() {
+        let lib = match ffi::lib() {
+            Ok(lib) => lib,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let table = Table {
+            lib,
+            act: Vec::new(),
+            fallbacks: RefCell::new(Vec::new()),
+        };
+        // A trainable layer that `refresh` did not re-create.
+        let mut layer = Layer::Xnn {
+            op: None,
+            trainable: true,
+            node: "node 2 'fc'".into(),
+        };
+        let args = LinearArgs {
+            q: DotQuant {
+                multipliers: &[],
+                zp_in: 0,
+                zp_out: 0,
+                lo: -128,
+                hi: 127,
+            },
+            x: &[0; 4],
+            f: 4,
+            weights: Weights::I8(&[]),
+            out: 2,
+            bias: None,
+            n: 1,
+        };
+        let mut y = [0; 2];
+        let err = table
+            .linear(&mut layer, &mut Scratch::default(), &args, &mut y)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BackendError::Engine(
+                "node 2 'fc': no operator: it was not re-created for this forward".into()
+            )
+        );
     }
 }

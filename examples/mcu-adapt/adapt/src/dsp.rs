@@ -156,9 +156,16 @@ impl KernelTable for Table {
         Ok(())
     }
 
-    fn conv2d(&self, state: &mut Packed, row: &mut Vec<u32>, a: &ConvArgs<'_>, y: &mut [i8]) {
+    fn conv2d(
+        &self,
+        state: &mut Packed,
+        row: &mut Vec<u32>,
+        a: &ConvArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         if a.attrs.groups != 1 {
-            return a.reference(y); // grouped / depthwise: no long dot products to pair up
+            a.reference(y); // grouped / depthwise: no long dot products to pair up
+            return Ok(());
         }
         let (h, w, c_in) = (a.in_shape[0], a.in_shape[1], a.in_shape[2]);
         let (ho, wo, c_out) = (a.out_shape[0], a.out_shape[1], a.out_shape[2]);
@@ -193,9 +200,16 @@ impl KernelTable for Table {
                 }
             }
         }
+        Ok(())
     }
 
-    fn linear(&self, state: &mut Packed, row: &mut Vec<u32>, a: &LinearArgs<'_>, y: &mut [i8]) {
+    fn linear(
+        &self,
+        state: &mut Packed,
+        row: &mut Vec<u32>,
+        a: &LinearArgs<'_>,
+        y: &mut [i8],
+    ) -> Result<(), BackendError> {
         let zp = a.q.zp_in;
         for s in 0..a.n {
             row.clear();
@@ -206,6 +220,7 @@ impl KernelTable for Table {
                 y[s * a.out + c] = finish(&a.q, a.bias, c, dot(row, wr));
             }
         }
+        Ok(())
     }
 }
 
