@@ -33,33 +33,11 @@ macro_rules! sdot {
 #[inline(never)]
 pub(super) unsafe fn tile_4x4(kp: usize, a: *const i8, b: *const i8, out: &mut [i32; 16]) {
     let mut acc = [vdupq_n_s32(0); 16];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kp / 16 {
-        // SAFETY: step s reads bytes [64·s, 64·s + 64) of each 4·kp-byte panel.
-        let (va, vb) = unsafe {
-            (
-                [
-                    vld1q_s8(a),
-                    vld1q_s8(a.add(16)),
-                    vld1q_s8(a.add(32)),
-                    vld1q_s8(a.add(48)),
-                ],
-                [
-                    vld1q_s8(b),
-                    vld1q_s8(b.add(16)),
-                    vld1q_s8(b.add(32)),
-                    vld1q_s8(b.add(48)),
-                ],
-            )
-        };
-        for i in 0..4 {
-            for j in 0..4 {
-                sdot!(acc[4 * i + j], va[i], vb[j]);
-            }
-        }
-        a = a.wrapping_add(64);
-        b = b.wrapping_add(64);
-    }
+    panel_loop!(kp / 16, a, b, acc, |c, x, y| {
+        let mut c = c;
+        sdot!(c, x, y);
+        c
+    });
     for (o, v) in out.iter_mut().zip(acc) {
         *o = vaddvq_s32(v);
     }

@@ -34,33 +34,11 @@ macro_rules! smmla {
 #[inline(never)]
 pub(super) unsafe fn tile_8x8(kp: usize, a: *const i8, b: *const i8, out: &mut [i32; 64]) {
     let mut acc = [vdupq_n_s32(0); 16];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kp / 8 {
-        // SAFETY: step s reads bytes [64·s, 64·s + 64) of each 8·kp-byte panel.
-        let (va, vb) = unsafe {
-            (
-                [
-                    vld1q_s8(a),
-                    vld1q_s8(a.add(16)),
-                    vld1q_s8(a.add(32)),
-                    vld1q_s8(a.add(48)),
-                ],
-                [
-                    vld1q_s8(b),
-                    vld1q_s8(b.add(16)),
-                    vld1q_s8(b.add(32)),
-                    vld1q_s8(b.add(48)),
-                ],
-            )
-        };
-        for p in 0..4 {
-            for q in 0..4 {
-                smmla!(acc[4 * p + q], va[p], vb[q]);
-            }
-        }
-        a = a.wrapping_add(64);
-        b = b.wrapping_add(64);
-    }
+    panel_loop!(kp / 8, a, b, acc, |c, x, y| {
+        let mut c = c;
+        smmla!(c, x, y);
+        c
+    });
     for p in 0..4 {
         for q in 0..4 {
             let v = acc[4 * p + q];

@@ -5,6 +5,47 @@
 //! The safe wrappers here establish both: a [`Micro`] can only be built after run-time
 //! feature detection, and every wrapper checks the slice lengths before the call.
 
+/// The loop every GEMM micro-kernel shares: `$steps` times, load 64 bytes of each panel
+/// as four vectors `a[0..4]`, `b[0..4]` (`vld1q_s8`), set `$acc[4i + j] = $step` with
+/// `$c = $acc[4i + j]`, `$x = a[i]`, `$y = b[j]` for the 16 pairs, and advance both panels
+/// by 64 bytes. Only the instruction(s) of `$step` differ between tiers.
+///
+/// Expanded inside the kernels' `unsafe fn`s, whose contracts guarantee `64·$steps`
+/// readable bytes at `$a` and at `$b`.
+macro_rules! panel_loop {
+    ($steps:expr, $a:expr, $b:expr, $acc:ident, |$c:ident, $x:ident, $y:ident| $step:expr) => {{
+        let (mut a, mut b) = ($a, $b);
+        for _ in 0..$steps {
+            // SAFETY: step s reads bytes [64·s, 64·s + 64) of each panel, inside the
+            // `64·steps` bytes the expanding kernel's contract guarantees.
+            let (va, vb) = unsafe {
+                (
+                    [
+                        vld1q_s8(a),
+                        vld1q_s8(a.add(16)),
+                        vld1q_s8(a.add(32)),
+                        vld1q_s8(a.add(48)),
+                    ],
+                    [
+                        vld1q_s8(b),
+                        vld1q_s8(b.add(16)),
+                        vld1q_s8(b.add(32)),
+                        vld1q_s8(b.add(48)),
+                    ],
+                )
+            };
+            for i in 0..4 {
+                for j in 0..4 {
+                    let ($c, $x, $y) = ($acc[4 * i + j], va[i], vb[j]);
+                    $acc[4 * i + j] = $step;
+                }
+            }
+            a = a.wrapping_add(64);
+            b = b.wrapping_add(64);
+        }
+    }};
+}
+
 mod dotprod;
 mod i8mm;
 mod neon;

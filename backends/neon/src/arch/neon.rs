@@ -16,36 +16,10 @@ use core::arch::aarch64::*;
 #[inline(never)]
 pub(super) unsafe fn tile_4x4_paired(kp: usize, a: *const i8, b: *const i8, out: &mut [i32; 16]) {
     let mut acc = [vdupq_n_s32(0); 16];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kp / 16 {
-        // SAFETY: step s reads bytes [64·s, 64·s + 64) of each panel; the caller guarantees
-        // 4·kp bytes and there are kp/16 steps.
-        let (va, vb) = unsafe {
-            (
-                [
-                    vld1q_s8(a),
-                    vld1q_s8(a.add(16)),
-                    vld1q_s8(a.add(32)),
-                    vld1q_s8(a.add(48)),
-                ],
-                [
-                    vld1q_s8(b),
-                    vld1q_s8(b.add(16)),
-                    vld1q_s8(b.add(32)),
-                    vld1q_s8(b.add(48)),
-                ],
-            )
-        };
-        for i in 0..4 {
-            for j in 0..4 {
-                let p = vmull_s8(vget_low_s8(va[i]), vget_low_s8(vb[j]));
-                let p = vmlal_high_s8(p, va[i], vb[j]);
-                acc[4 * i + j] = vpadalq_s16(acc[4 * i + j], p);
-            }
-        }
-        a = a.wrapping_add(64);
-        b = b.wrapping_add(64);
-    }
+    panel_loop!(kp / 16, a, b, acc, |c, x, y| vpadalq_s16(
+        c,
+        vmlal_high_s8(vmull_s8(vget_low_s8(x), vget_low_s8(y)), x, y)
+    ));
     for (o, v) in out.iter_mut().zip(acc) {
         *o = vaddvq_s32(v);
     }
@@ -62,35 +36,10 @@ pub(super) unsafe fn tile_4x4_paired(kp: usize, a: *const i8, b: *const i8, out:
 #[inline(never)]
 pub(super) unsafe fn tile_4x4(kp: usize, a: *const i8, b: *const i8, out: &mut [i32; 16]) {
     let mut acc = [vdupq_n_s32(0); 16];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kp / 16 {
-        // SAFETY: as in `tile_4x4_paired`.
-        let (va, vb) = unsafe {
-            (
-                [
-                    vld1q_s8(a),
-                    vld1q_s8(a.add(16)),
-                    vld1q_s8(a.add(32)),
-                    vld1q_s8(a.add(48)),
-                ],
-                [
-                    vld1q_s8(b),
-                    vld1q_s8(b.add(16)),
-                    vld1q_s8(b.add(32)),
-                    vld1q_s8(b.add(48)),
-                ],
-            )
-        };
-        for i in 0..4 {
-            for j in 0..4 {
-                let lo = vmull_s8(vget_low_s8(va[i]), vget_low_s8(vb[j]));
-                let hi = vmull_high_s8(va[i], vb[j]);
-                acc[4 * i + j] = vpadalq_s16(vpadalq_s16(acc[4 * i + j], lo), hi);
-            }
-        }
-        a = a.wrapping_add(64);
-        b = b.wrapping_add(64);
-    }
+    panel_loop!(kp / 16, a, b, acc, |c, x, y| {
+        let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
+        vpadalq_s16(vpadalq_s16(c, lo), vmull_high_s8(x, y))
+    });
     for (o, v) in out.iter_mut().zip(acc) {
         *o = vaddvq_s32(v);
     }
