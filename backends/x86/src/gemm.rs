@@ -36,7 +36,7 @@ use lastmile_core::quant::QuantMultiplier;
 
 use crate::direct::{Direct, DirectInput};
 use crate::gather::{AFormat, Rows};
-use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, Isa, TileArgs, TileOp, Token};
+use crate::kernels::{AlignedBytes, Clamp, HiLoCorr, TileArgs, TileOp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
 use crate::workers::Workers;
 
@@ -433,10 +433,10 @@ impl GemmLayer {
                         Scheme::Vnni16 => {
                             // One pass: panel 0 = hi, panel 1 = lo' of the same channels.
                             tok.tile_segments(TileOp::ActU8, a_t, r, w_main, tile_args, &mut t32);
-                            // AVX-512: the tile epilogue's vector i32 path serves narrow
-                            // layers too (every accumulator provably fits: no |H'| limit).
-                            let zmm_epilogue = tok.isa() == Isa::Avx512Vnni && rq.wide_ok;
-                            if corr.narrow && !zmm_epilogue {
+                            // The tile epilogue's vector i32 path serves narrow layers too
+                            // (every accumulator provably fits: no |H'| limit); the scalar
+                            // loop below only runs where that epilogue cannot (a shift < 22).
+                            if corr.narrow && !rq.wide_ok {
                                 // Everything wraps in i32; the true totals fit i32.
                                 for i in 0..r {
                                     let ti = &t32[i * 2 * nr..(i + 1) * 2 * nr];

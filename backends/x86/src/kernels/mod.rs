@@ -28,23 +28,6 @@ mod sums;
 pub(crate) use eltwise::AddConsts;
 pub(crate) use requant::Clamp;
 
-/// One row of a 16w8a VNNI tile and its corrections (see [`Token::requant_hilo`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HiLoRow<'a> {
-    /// `Σ (x+128)·hi` per channel.
-    pub hi: &'a [i32],
-    /// `Σ (x+128)·lo'` per channel.
-    pub lo: &'a [i32],
-    /// `−(zp+128)·Σhi` per channel (modulo 2^32).
-    pub c_hi: &'a [i32],
-    /// `−(zp+128)·Σlo'` per channel (modulo 2^32).
-    pub c_lo: &'a [i32],
-    /// Per-channel `i64` term.
-    pub c64: &'a [i64],
-    /// Per-row `i64` term.
-    pub row: i64,
-}
-
 /// The shape of a [`Token::tile_segments`] call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TileArgs<'a> {
@@ -62,7 +45,8 @@ pub(crate) struct TileArgs<'a> {
     pub prefetch: bool,
 }
 
-/// The per-channel corrections of a 16w8a tile (see [`HiLoRow`]).
+/// The per-channel corrections of a 16w8a tile (see [`Token::requant_hilo_rows`]):
+/// `c_hi = −(zp+128)·Σhi`, `c_lo = −(zp+128)·Σlo'` (both modulo 2^32), and the `i64` term.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HiLoCorr<'a> {
     pub c_hi: &'a [i32],
@@ -428,64 +412,12 @@ impl Token {
         }
     }
 
-    /// The 16w8a VNNI epilogue: for `c < out.len()` (a multiple of [`Token::lanes`]),
-    /// `acc = 256·(hi + c_hi) + (lo + c_lo) + c64 + row` (the two `i32` sums wrapping:
-    /// their true values fit `i32`), requantized like [`Token::requant64`] (same
-    /// preconditions on shifts and `|acc|`).
-    pub(crate) fn requant_hilo(
-        self,
-        r: HiLoRow<'_>,
-        mult: &[i32],
-        shift: &[i32],
-        q: Clamp,
-        out: &mut [i8],
-    ) {
-        let len = out.len();
-        assert!(
-            len.is_multiple_of(self.lanes()),
-            "requant_hilo: ragged length"
-        );
-        assert!(
-            [
-                r.hi.len(),
-                r.lo.len(),
-                r.c_hi.len(),
-                r.c_lo.len(),
-                r.c64.len(),
-                mult.len(),
-                shift.len()
-            ]
-            .iter()
-            .all(|&l| l >= len),
-            "requant_hilo: short input"
-        );
-        debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
-        let p = requant::HiLo {
-            hi: r.hi.as_ptr(),
-            lo: r.lo.as_ptr(),
-            c_hi: r.c_hi.as_ptr(),
-            c_lo: r.c_lo.as_ptr(),
-            c64: r.c64.as_ptr(),
-            row: r.row,
-            mult: mult.as_ptr(),
-            shift: shift.as_ptr(),
-        };
-        match self.isa {
-            // SAFETY: the token proves avx512f/bw/vl; `len` is a multiple of 16 (so of 8)
-            // and every input holds at least `len` elements (asserted above).
-            Isa::Avx512Vnni => unsafe { requant::requant_hilo_zmm(len, p, q, out.as_mut_ptr()) },
-            // SAFETY: the token proves avx2; `len` is a multiple of 8 (so of 4) and every
-            // input holds at least `len` elements (asserted above).
-            Isa::Avx2 | Isa::AvxVnni => unsafe {
-                requant::requant_hilo_ymm(len, p, q, out.as_mut_ptr())
-            },
-        }
-    }
-
-    /// [`Token::requant_hilo`] on the `rows` rows of a 16w8a tile `t` (row `r`: `len` `hi`
-    /// sums then `len` `lo'` sums, at `t[r·2·len ..]`), row `r` with row term
-    /// `row_terms[r]`, written to `out[r·out_stride .. + len]`. On AVX-512 the
-    /// per-channel constants are loaded once per tile.
+    /// The 16w8a VNNI epilogue of a tile `t` of `rows = row_terms.len()` rows (row `r`:
+    /// `len` `hi` sums then `len` `lo'` sums, at `t[r·2·len ..]`): for channel `c`,
+    /// `acc = 256·(hi + c_hi) + (lo + c_lo) + c64 + row_terms[r]` (the two `i32` sums
+    /// wrapping: their true values fit `i32`), requantized into `out[r·out_stride + c]` —
+    /// on `i32` lanes where `corr.h_limit` proves it exact, else like [`Token::requant64`]
+    /// (same preconditions on shifts and `|acc|`). `len` is a multiple of the lanes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn requant_hilo_rows(
         self,
@@ -511,22 +443,10 @@ impl Token {
             need.is_some_and(|n| n <= out.len()),
             "requant_hilo_rows: output too short"
         );
-        let row = |r: usize| HiLoRow {
-            hi: &t[r * 2 * len..r * 2 * len + len],
-            lo: &t[r * 2 * len + len..(r + 1) * 2 * len],
-            c_hi: corr.c_hi,
-            c_lo: corr.c_lo,
-            c64: corr.c64,
-            row: row_terms[r],
-        };
-        if self.isa != Isa::Avx512Vnni {
-            for r in 0..rows {
-                let o = r * out_stride;
-                self.requant_hilo(row(r), mult, shift, q, &mut out[o..o + len]);
-            }
-            return;
-        }
-        assert!(len.is_multiple_of(16), "requant_hilo_rows: ragged length");
+        assert!(
+            len.is_multiple_of(self.lanes()),
+            "requant_hilo_rows: ragged length"
+        );
         let inputs = [
             corr.c_hi.len(),
             corr.c_lo.len(),
@@ -540,22 +460,20 @@ impl Token {
             "requant_hilo_rows: short input"
         );
         debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
-        let r0 = row(0);
         let p = requant::HiLo {
-            hi: r0.hi.as_ptr(),
-            lo: r0.lo.as_ptr(),
-            c_hi: r0.c_hi.as_ptr(),
-            c_lo: r0.c_lo.as_ptr(),
-            c64: r0.c64.as_ptr(),
-            row: 0,
+            hi: t.as_ptr(),
+            lo: t[len..].as_ptr(),
+            c_hi: corr.c_hi.as_ptr(),
+            c_lo: corr.c_lo.as_ptr(),
+            c64: corr.c64.as_ptr(),
             mult: mult.as_ptr(),
             shift: shift.as_ptr(),
         };
-        // SAFETY: the token proves avx512f/bw/vl (checked: this ISA); `len` is a multiple
-        // of 16; row `r`'s `hi`/`lo` sums are `len` `i32` at `t[r·2·len ..]` and
-        // `t[r·2·len + len ..]`, inside `t` (`t.len() = rows·2·len`); the per-channel
-        // inputs hold `len` values, `row_terms` `rows`; every output row
-        // `r·out_stride .. + len` is inside `out` (asserted above).
+        // SAFETY: the token proves avx512f/bw/vl (AVX-512 tier) or avx2 (the others);
+        // `len` is a multiple of the tier's lanes (16 / 8); row `r`'s `hi`/`lo` sums are
+        // `len` `i32` at `t[r·2·len ..]` and `t[r·2·len + len ..]`, inside `t`
+        // (`t.len() = rows·2·len`); the per-channel inputs hold `len` values, `row_terms`
+        // `rows`; every output row `r·out_stride .. + len` is inside `out` (asserted above).
         unsafe {
             let o = out.as_mut_ptr();
             let rt = row_terms.as_ptr();
@@ -563,7 +481,11 @@ impl Token {
                 c64_32: corr.c64_32.as_ptr(),
                 h_limit: corr.h_limit,
             };
-            requant::requant_hilo_rows_zmm(len, rows, p, fast, 2 * len, rt, q, o, out_stride)
+            let f = match self.isa {
+                Isa::Avx512Vnni => requant::requant_hilo_rows_zmm,
+                Isa::Avx2 | Isa::AvxVnni => requant::requant_hilo_rows_ymm,
+            };
+            f(len, rows, p, fast, 2 * len, rt, q, o, out_stride)
         }
     }
 

@@ -243,44 +243,11 @@ pub(super) unsafe fn requant64_zmm(
     }
 }
 
-/// The 16w8a epilogue of a VNNI tile row, AVX-512: for `c < len` (a multiple of 8),
-/// `acc = 256·(hi[c] + c_hi[c]) + (lo[c] + c_lo[c]) + c64[c] + row` with the two
-/// `i32` sums wrapping (their true values fit `i32`), then the `i64` requantization.
-///
-/// # Safety
-/// CPU has avx512f+avx512bw+avx512vl; `hi`, `lo`, `c_hi`, `c_lo`, `mult`, `shift`
-/// readable for `len` `i32`, `c64` for `len` `i64`, `out` writable for `len` bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i8) {
-    let row = _mm512_set1_epi64(p.row);
-    let mut c = 0;
-    while c < len {
-        // SAFETY: `c + 8 ≤ len`: 32-byte loads of the `i32` rows, 64-byte load of `c64`,
-        // 8-byte store, in bounds by the function contract.
-        unsafe {
-            macro_rules! ld {
-                ($p:expr) => {
-                    _mm256_loadu_si256($p.add(c) as *const __m256i)
-                };
-            }
-            let h = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.hi), ld!(p.c_hi)));
-            let l = _mm512_cvtepi32_epi64(_mm256_add_epi32(ld!(p.lo), ld!(p.c_lo)));
-            let c64 = _mm512_loadu_si512(p.c64.add(c) as *const __m512i);
-            let a = _mm512_add_epi64(
-                _mm512_add_epi64(_mm512_slli_epi64::<8>(h), l),
-                _mm512_add_epi64(c64, row),
-            );
-            let m = _mm512_cvtepi32_epi64(ld!(p.mult));
-            let s = _mm512_cvtepi32_epi64(ld!(p.shift));
-            _mm_storel_epi64(out.add(c) as *mut __m128i, rq64_zmm(a, m, s, q));
-        }
-        c += 8;
-    }
-}
-
-/// [`requant_hilo_zmm`] over the `rows` rows of a tile, the per-channel constants loaded
-/// once per 16 channels: row `r` reads `p.hi`/`p.lo` advanced by `r·t_stride` `i32`, adds
-/// `row_terms[r]` (instead of `p.row`) and writes `out + r·out_stride`.
+/// The 16w8a epilogue of a VNNI tile, AVX-512: for row `r < rows` (its `hi`/`lo'` sums at
+/// `p.hi`/`p.lo` advanced by `r·t_stride` `i32`) and channel `c < len`,
+/// `acc = 256·(hi + c_hi) + (lo + c_lo) + c64 + row_terms[r]` — the two `i32` sums
+/// wrapping (their true values fit `i32`) — requantized into `out + r·out_stride`; the
+/// per-channel constants are loaded once per 16 channels.
 ///
 /// **`i32` fast path, proven per vector.** With `H' = hi + c_hi`, `L' = lo + c_lo` and
 /// `E = c64 + row`, `acc = 256·H' + L' + E`, and the caller guarantees
@@ -292,9 +259,14 @@ pub(super) unsafe fn requant_hilo_zmm(len: usize, p: HiLo, q: Clamp, out: *mut i
 /// fits `i32` (the narrow bound on the actual weights), so every vector takes the `i32` path.
 /// Real layers' `|H'|` is far below the limit almost always (it is `≈ |acc| / 256`).
 ///
+/// The `i64` path needs every shift ≥ 22 and `|acc| < 2^41` (as [`rq64_zmm`]); else the
+/// result is wrong, never undefined.
+///
 /// # Safety
-/// As [`requant_hilo_zmm`] for every row `r < rows` (with those offsets), `len` a
-/// multiple of 16, `c64_32` readable for `len` `i32`, and `row_terms` for `rows` `i64`.
+/// CPU has avx512f+avx512bw+avx512vl; for every row `r < rows`, `p.hi`/`p.lo` advanced by
+/// `r·t_stride` readable for `len` `i32` and `out + r·out_stride` writable for `len` bytes;
+/// `c_hi`, `c_lo`, `mult`, `shift`, `fast.c64_32` readable for `len` `i32`, `c64` for `len`
+/// `i64`, `row_terms` for `rows` `i64`; `len` a multiple of 16.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn requant_hilo_rows_zmm(
@@ -400,7 +372,6 @@ pub(super) struct HiLo {
     pub c_hi: *const i32,
     pub c_lo: *const i32,
     pub c64: *const i64,
-    pub row: i64,
     pub mult: *const i32,
     pub shift: *const i32,
 }
@@ -462,33 +433,10 @@ unsafe fn requant32_row_ymm(
     q: Clamp,
     out: *mut i8,
 ) {
-    // SAFETY: register setup; the caller has avx2.
-    let (one, zp, lo, hi, low32, gather) = unsafe {
-        (
-            _mm256_set1_epi64x(1),
-            _mm256_set1_epi64x(q.zp as i64),
-            _mm256_set1_epi64x(q.lo as i64),
-            _mm256_set1_epi64x(q.hi as i64),
-            _mm256_set1_epi64x(0xFFFF_FFFF),
-            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-        )
-    };
-    // SAFETY: register setup; the caller has avx2.
-    let (s32, s33, one32, zp32, lo32, hi32) = unsafe {
-        (
-            _mm256_set1_epi32(32),
-            _mm256_set1_epi32(33),
-            _mm256_set1_epi32(1),
-            _mm256_set1_epi32(q.zp),
-            _mm256_set1_epi32(q.lo),
-            _mm256_set1_epi32(q.hi),
-        )
-    };
     let mut c = 0;
     while c < len {
         // SAFETY: `c + 8 ≤ len`: 32-byte loads and the 8-byte store are in bounds by the
-        // function contract. The shifted value `acc·M + 2^(n−1)` is in (−2^62, 3·2^61),
-        // inside `sra64_avx2`'s exact range.
+        // function contract; the caller has avx2.
         unsafe {
             let a = _mm256_add_epi32(
                 _mm256_loadu_si256(acc.add(c) as *const __m256i),
@@ -496,41 +444,152 @@ unsafe fn requant32_row_ymm(
             );
             let m = _mm256_loadu_si256(mult.add(c) as *const __m256i);
             let s = _mm256_loadu_si256(shift.add(c) as *const __m256i);
-            if _mm256_movemask_epi8(_mm256_cmpgt_epi32(s33, s)) == 0 {
-                // Every n ≥ 33: the high-dword path (module docs).
-                let pe = _mm256_mul_epi32(a, m);
-                let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(m));
-                // Even lanes ← the high dword of their product; odd lanes keep theirs.
-                let h = _mm256_blend_epi32::<0b1010_1010>(_mm256_shuffle_epi32::<0xF5>(pe), po);
-                let k = _mm256_sub_epi32(s, s32);
-                let rnd = _mm256_sllv_epi32(one32, _mm256_sub_epi32(k, one32));
-                let y = _mm256_srav_epi32(_mm256_add_epi32(h, rnd), k);
-                let y = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(y, zp32), lo32), hi32);
-                // Values are in [−128, 127]: narrow 8 × i32 to 8 × i8 in lane order.
-                let p16 = _mm256_packs_epi32(y, y);
-                let p8 = _mm256_packs_epi16(p16, p16);
-                let p8 = _mm256_permutevar8x32_epi32(p8, gather);
-                _mm_storel_epi64(out.add(c) as *mut __m128i, _mm256_castsi256_si128(p8));
-                c += 8;
-                continue;
-            }
-            let se = _mm256_and_si256(s, low32);
-            let so = _mm256_srli_epi64::<32>(s);
+            _mm_storel_epi64(out.add(c) as *mut __m128i, rq32_ymm(a, m, s, q));
+        }
+        c += 8;
+    }
+}
+
+/// 8 `i32` accumulators (corrections added) requantized exactly for any shifts in
+/// `[1, 62]`: the high-dword path when every shift is ≥ 33 (module docs), else 64-bit
+/// products. The 8 result bytes are the low 64 bits.
+#[inline(always)]
+unsafe fn rq32_ymm(a: __m256i, m: __m256i, s: __m256i, q: Clamp) -> __m128i {
+    // SAFETY: only called from functions with avx2 enabled; register-only. The shifted
+    // value `acc·M + 2^(n−1)` is in (−2^62, 3·2^61), inside `sra64_avx2`'s exact range.
+    unsafe {
+        // Values end in [−128, 127]: narrow 8 × i32 to 8 × i8 in lane order. (A macro: a
+        // closure would not inherit the caller's target features.)
+        macro_rules! narrow {
+            ($y:expr) => {{
+                let y = $y;
+                let p16 = _mm256_packs_epi32(y, y); // [y0..y3 y0..y3 | y4..y7 y4..y7] as i16
+                let p8 = _mm256_packs_epi16(p16, p16); // dword 0 = y0..y3, dword 4 = y4..y7
+                let gather = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(p8, gather))
+            }};
+        }
+        if _mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(33), s)) == 0 {
+            // Every n ≥ 33: the high-dword path (module docs).
+            let one32 = _mm256_set1_epi32(1);
             let pe = _mm256_mul_epi32(a, m);
             let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(m));
-            let re = _mm256_sllv_epi64(one, _mm256_sub_epi64(se, one));
-            let ro = _mm256_sllv_epi64(one, _mm256_sub_epi64(so, one));
-            let ye = sra64_avx2(_mm256_add_epi64(pe, re), se);
-            let yo = sra64_avx2(_mm256_add_epi64(po, ro), so);
-            let ye = clamp64_avx2(ye, zp, lo, hi);
-            let yo = clamp64_avx2(yo, zp, lo, hi);
-            // Even channels in the low dwords, odd channels in the high dwords.
-            let r = _mm256_blend_epi32::<0b1010_1010>(ye, _mm256_slli_epi64::<32>(yo));
-            // Values are in [−128, 127]: narrow 8 × i32 to 8 × i8 in lane order.
-            let p16 = _mm256_packs_epi32(r, r); // [r0..r3 r0..r3 | r4..r7 r4..r7] as i16
-            let p8 = _mm256_packs_epi16(p16, p16); // dword 0 = r0..r3, dword 4 = r4..r7
-            let p8 = _mm256_permutevar8x32_epi32(p8, gather);
-            _mm_storel_epi64(out.add(c) as *mut __m128i, _mm256_castsi256_si128(p8));
+            // Even lanes ← the high dword of their product; odd lanes keep theirs.
+            let h = _mm256_blend_epi32::<0b1010_1010>(_mm256_shuffle_epi32::<0xF5>(pe), po);
+            let k = _mm256_sub_epi32(s, _mm256_set1_epi32(32));
+            let rnd = _mm256_sllv_epi32(one32, _mm256_sub_epi32(k, one32));
+            let y = _mm256_srav_epi32(_mm256_add_epi32(h, rnd), k);
+            let y = _mm256_add_epi32(y, _mm256_set1_epi32(q.zp));
+            let y = _mm256_max_epi32(y, _mm256_set1_epi32(q.lo));
+            return narrow!(_mm256_min_epi32(y, _mm256_set1_epi32(q.hi)));
+        }
+        let one = _mm256_set1_epi64x(1);
+        let (zp, lo, hi) = (
+            _mm256_set1_epi64x(q.zp as i64),
+            _mm256_set1_epi64x(q.lo as i64),
+            _mm256_set1_epi64x(q.hi as i64),
+        );
+        let se = _mm256_and_si256(s, _mm256_set1_epi64x(0xFFFF_FFFF));
+        let so = _mm256_srli_epi64::<32>(s);
+        let pe = _mm256_mul_epi32(a, m);
+        let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(m));
+        let re = _mm256_sllv_epi64(one, _mm256_sub_epi64(se, one));
+        let ro = _mm256_sllv_epi64(one, _mm256_sub_epi64(so, one));
+        let ye = sra64_avx2(_mm256_add_epi64(pe, re), se);
+        let yo = sra64_avx2(_mm256_add_epi64(po, ro), so);
+        let ye = clamp64_avx2(ye, zp, lo, hi);
+        let yo = clamp64_avx2(yo, zp, lo, hi);
+        // Even channels in the low dwords, odd channels in the high dwords.
+        narrow!(_mm256_blend_epi32::<0b1010_1010>(
+            ye,
+            _mm256_slli_epi64::<32>(yo)
+        ))
+    }
+}
+
+/// [`requant_hilo_rows_zmm`] on 256-bit registers (the AVX-VNNI tier), 8 channels at a
+/// time: the same per-vector `i32` fast path, else the `i64` path on 4-lane halves.
+///
+/// # Safety
+/// As [`requant_hilo_rows_zmm`], with avx2 instead of AVX-512 and `len` a multiple of 8.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn requant_hilo_rows_ymm(
+    len: usize,
+    rows: usize,
+    p: HiLo,
+    fast: HiLoFast,
+    t_stride: usize,
+    row_terms: *const i64,
+    q: Clamp,
+    out: *mut i8,
+    out_stride: usize,
+) {
+    let mut c = 0;
+    while c < len {
+        // SAFETY: `c + 8 ≤ len`: 32-byte loads of the `i32` inputs of every row and of the
+        // per-channel `i32` constants, 16-byte loads of their 4-lane halves, 32-byte loads
+        // of `c64` at `c` and `c + 4`, 8-byte stores, all in bounds by the function
+        // contract. `rq64_ymm`'s preconditions (shifts ≥ 22, `|acc| < 2^41`) are the
+        // caller's.
+        unsafe {
+            macro_rules! ld8 {
+                ($ptr:expr) => {
+                    _mm256_loadu_si256($ptr as *const __m256i)
+                };
+            }
+            macro_rules! ld4 {
+                ($ptr:expr) => {
+                    _mm_loadu_si128($ptr as *const __m128i)
+                };
+            }
+            let (c_hi, c_lo, e32) = (
+                ld8!(p.c_hi.add(c)),
+                ld8!(p.c_lo.add(c)),
+                ld8!(fast.c64_32.add(c)),
+            );
+            let (m, s) = (ld8!(p.mult.add(c)), ld8!(p.shift.add(c)));
+            let limit = _mm256_set1_epi32(fast.h_limit);
+            let narrow = fast.h_limit >= 0;
+            for r in 0..rows {
+                let o = r * t_stride + c;
+                let row = *row_terms.add(r);
+                let dst = out.add(r * out_stride + c);
+                let h = _mm256_add_epi32(ld8!(p.hi.add(o)), c_hi);
+                // |H'| ≤ limit, unsigned (|i32::MIN| stays 2^31 > limit): max(|H'|, limit)
+                // is the limit in every lane.
+                let top = _mm256_max_epu32(_mm256_abs_epi32(h), limit);
+                let fits = _mm256_movemask_epi8(_mm256_cmpeq_epi32(top, limit)) == -1;
+                if narrow && fits {
+                    let e = _mm256_add_epi32(e32, _mm256_set1_epi32(row as i32));
+                    let l = _mm256_add_epi32(ld8!(p.lo.add(o)), c_lo);
+                    let a = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<8>(h), l), e);
+                    _mm_storel_epi64(dst as *mut __m128i, rq32_ymm(a, m, s, q));
+                    continue;
+                }
+                let rowv = _mm256_set1_epi64x(row);
+                let mut res = [_mm256_setzero_si256(); 2];
+                for (j, y) in res.iter_mut().enumerate() {
+                    let (oj, cj) = (o + 4 * j, c + 4 * j);
+                    let hv = _mm256_cvtepi32_epi64(_mm_add_epi32(
+                        ld4!(p.hi.add(oj)),
+                        ld4!(p.c_hi.add(cj)),
+                    ));
+                    let lv = _mm256_cvtepi32_epi64(_mm_add_epi32(
+                        ld4!(p.lo.add(oj)),
+                        ld4!(p.c_lo.add(cj)),
+                    ));
+                    let c64 = _mm256_loadu_si256(p.c64.add(cj) as *const __m256i);
+                    let a = _mm256_add_epi64(
+                        _mm256_add_epi64(_mm256_slli_epi64::<8>(hv), lv),
+                        _mm256_add_epi64(c64, rowv),
+                    );
+                    let mj = _mm256_cvtepi32_epi64(ld4!(p.mult.add(cj)));
+                    let sj = _mm256_cvtepi32_epi64(ld4!(p.shift.add(cj)));
+                    *y = rq64_ymm(a, mj, sj, q);
+                }
+                store8_from_i64_ymm(res[0], res[1], dst);
+            }
         }
         c += 8;
     }
@@ -621,45 +680,6 @@ pub(super) unsafe fn requant64_ymm(
                 let a = _mm256_loadu_si256(acc.add(o) as *const __m256i);
                 let m = _mm256_cvtepi32_epi64(_mm_loadu_si128(mult.add(o) as *const __m128i));
                 let s = _mm256_cvtepi32_epi64(_mm_loadu_si128(shift.add(o) as *const __m128i));
-                *r = rq64_ymm(a, m, s, q);
-            }
-            store8_from_i64_ymm(r[0], r[1], out.add(c));
-        }
-        c += 8;
-    }
-}
-
-/// The 16w8a epilogue of a VNNI tile row, AVX2 (see [`requant_hilo_zmm`]); `len` a
-/// multiple of 8.
-///
-/// # Safety
-/// CPU has avx2; `hi`, `lo`, `c_hi`, `c_lo`, `mult`, `shift` readable for `len` `i32`,
-/// `c64` for `len` `i64`, `out` writable for `len` bytes.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn requant_hilo_ymm(len: usize, p: HiLo, q: Clamp, out: *mut i8) {
-    let row = _mm256_set1_epi64x(p.row);
-    let mut c = 0;
-    while c < len {
-        // SAFETY: `c + 8 ≤ len`: 16-byte loads of the `i32` rows at `c` and `c + 4`, 32-byte
-        // loads of `c64`, 8-byte store, in bounds by the function contract.
-        unsafe {
-            let mut r = [_mm256_setzero_si256(); 2];
-            for (h, r) in r.iter_mut().enumerate() {
-                let o = c + 4 * h;
-                macro_rules! ld {
-                    ($p:expr) => {
-                        _mm_loadu_si128($p.add(o) as *const __m128i)
-                    };
-                }
-                let hv = _mm256_cvtepi32_epi64(_mm_add_epi32(ld!(p.hi), ld!(p.c_hi)));
-                let lv = _mm256_cvtepi32_epi64(_mm_add_epi32(ld!(p.lo), ld!(p.c_lo)));
-                let c64 = _mm256_loadu_si256(p.c64.add(o) as *const __m256i);
-                let a = _mm256_add_epi64(
-                    _mm256_add_epi64(_mm256_slli_epi64::<8>(hv), lv),
-                    _mm256_add_epi64(c64, row),
-                );
-                let m = _mm256_cvtepi32_epi64(ld!(p.mult));
-                let s = _mm256_cvtepi32_epi64(ld!(p.shift));
                 *r = rq64_ymm(a, m, s, q);
             }
             store8_from_i64_ymm(r[0], r[1], out.add(c));
