@@ -102,7 +102,9 @@ impl Requant {
         out_stride: usize,
     ) {
         let nr = t.len() / (2 * row_terms.len());
-        if self.wide_ok {
+        // The vector epilogue needs shifts ≥ 22 only on its `i64` path, which a narrow
+        // layer (every vector on the `i32` path) never takes.
+        if self.wide_ok || corr.h_limit == i32::MAX {
             let (m, s) = (&self.mult[c0..c0 + nr], &self.shift[c0..c0 + nr]);
             tok.requant_hilo_rows(t, corr, row_terms, m, s, self.clamp, out, out_stride);
         } else {
@@ -342,7 +344,6 @@ impl GemmLayer {
         let corr = &self.corr;
         let mut t32 = [0i32; TILE_MAX];
         let mut t64 = [0i64; TILE64_MAX];
-        let mut n32 = [0i32; TILE_MAX];
         let mut o8t = [0i8; TILE_MAX];
         let mut o8 = [0i8; NR_MAX];
         // Linear layers: every weight is used by one tile per block, so the panels
@@ -433,51 +434,6 @@ impl GemmLayer {
                         Scheme::Vnni16 => {
                             // One pass: panel 0 = hi, panel 1 = lo' of the same channels.
                             tok.tile_segments(TileOp::ActU8, a_t, r, w_main, tile_args, &mut t32);
-                            // The tile epilogue's vector i32 path serves narrow layers too
-                            // (every accumulator provably fits: no |H'| limit); the scalar
-                            // loop below only runs where that epilogue cannot (a shift < 22).
-                            if corr.narrow && !rq.wide_ok {
-                                // Everything wraps in i32; the true totals fit i32.
-                                for i in 0..r {
-                                    let ti = &t32[i * 2 * nr..(i + 1) * 2 * nr];
-                                    let row = (128 * sc.row_sums[mt + i]) as i32;
-                                    let acc = &mut n32[i * nr..(i + 1) * nr];
-                                    let (th, tl) = ti.split_at(nr);
-                                    let ch = &corr.c32[c0..c0 + nr];
-                                    let cl = &corr.c32_lo[c0..c0 + nr];
-                                    let terms = th.iter().zip(tl).zip(ch.iter().zip(cl));
-                                    for (a, ((&h, &l), (&c1, &c2))) in acc.iter_mut().zip(terms) {
-                                        let hi = h.wrapping_add(c1);
-                                        *a = (hi << 8)
-                                            .wrapping_add(l.wrapping_add(c2))
-                                            .wrapping_add(row);
-                                    }
-                                }
-                                let yo = (b0 + mt) * y_stride + c0 - col0;
-                                emit_rows(
-                                    y,
-                                    yo,
-                                    y_stride,
-                                    r,
-                                    valid,
-                                    nr,
-                                    &mut o8t,
-                                    |out, stride| {
-                                        tok.requant32_rows(
-                                            &n32[..r * nr],
-                                            &corr.c32_narrow[c0..c0 + nr],
-                                            &rq.mult[c0..c0 + nr],
-                                            &rq.shift[c0..c0 + nr],
-                                            rq.clamp,
-                                            out,
-                                            stride,
-                                            r,
-                                        )
-                                    },
-                                );
-                                mt += r;
-                                continue;
-                            }
                             let mut row_terms = [0i64; MR_MAX];
                             for (i, t) in row_terms[..r].iter_mut().enumerate() {
                                 *t = 128 * sc.row_sums[mt + i] as i64;
@@ -486,8 +442,8 @@ impl GemmLayer {
                                 c_hi: &corr.c32[c0..c0 + nr],
                                 c_lo: &corr.c32_lo[c0..c0 + nr],
                                 c64: &corr.c64[c0..c0 + nr],
-                                c64_32: &corr.c32_narrow[c0..c0 + nr],
-                                h_limit: if corr.narrow { i32::MAX } else { corr.h_limit },
+                                c64_32: &corr.c64_32[c0..c0 + nr],
+                                h_limit: corr.h_limit,
                             };
                             let t = &t32[..r * 2 * nr];
                             let yo = (b0 + mt) * y_stride + c0 - col0;

@@ -297,20 +297,18 @@ pub(crate) struct Corrections {
     pub c32_lo: Vec<i32>,
     /// Vnni16: `bias − 128·K·(zp+128)`; Madd16: `bias`.
     pub c64: Vec<i64>,
-    /// Vnni16: `c64` modulo 2^32, for the narrow path.
-    pub c32_narrow: Vec<i32>,
-    /// Vnni16: every accumulator of the layer fits `i32` —
-    /// `|bias_c + Σ (x−zp)·w| ≤ |bias_c| + 255·Σ_k |w_ck| ≤ 2^31 − 1` for every channel,
-    /// checked on the actual weights whenever they are packed — so the whole combination
-    /// may be done in wrapping `i32` and requantized like 8w8a (exact: the true value
-    /// fits). Typical trained 16-bit 3×3 convs over 64 channels pass; the worst case
-    /// (every code ±32767) passes only for `K ≤ 257`.
-    pub narrow: bool,
+    /// Vnni16: `c64` modulo 2^32, for the epilogue's `i32` path.
+    pub c64_32: Vec<i32>,
     /// Vnni16: the largest `|H'| = |Σ (x−zp)·hi|` for which an accumulator provably fits
-    /// `i32`: `acc = 256·H' + L' + E` with `|L'| ≤ 255·128·K` and
-    /// `|E| = |bias + 128·Σ (x−zp)| ≤ max|bias| + 128·255·K`, so
-    /// `h_limit = ⌊(2^31 − 1 − max|bias| − 2·255·128·K) / 256⌋` (−1 if that is negative).
-    /// The epilogue checks `|H'|` per vector and takes an `i32` path when it holds.
+    /// `i32`; the epilogue checks `|H'|` per vector and takes an `i32` path when it holds.
+    /// * **narrow** layers — `|bias_c| + 255·Σ_k |w_ck| ≤ 2^31 − 1` for every channel,
+    ///   checked on the actual weights whenever they are packed — have every accumulator in
+    ///   `i32` (`|Σ (x−zp)·w| ≤ 255·Σ|w|`): `i32::MAX`, every vector qualifies. Typical
+    ///   trained 16-bit 3×3 convs over 64 channels are narrow; with every code ±32767 only
+    ///   `K ≤ 257` is.
+    /// * otherwise `acc = 256·H' + L' + E` with `|L'| ≤ 255·128·K` and
+    ///   `|E| = |bias + 128·Σ (x−zp)| ≤ max|bias| + 128·255·K`, so
+    ///   `⌊(2^31 − 1 − max|bias| − 2·255·128·K) / 256⌋` (−1 if that is negative).
     pub h_limit: i32,
 }
 
@@ -324,14 +322,16 @@ impl Corrections {
         }
         self.c64.clear();
         self.c64.resize(n_pad, 0);
-        self.c32_narrow.clear();
-        self.c32_narrow.resize(n_pad, 0);
+        self.c64_32.clear();
+        self.c64_32.resize(n_pad, 0);
         let bias_abs = |c: usize| bias.map_or(0, |b| (b[c] as i64).abs());
-        self.narrow = packed.scheme == Scheme::Vnni16
+        let narrow = packed.scheme == Scheme::Vnni16
             && (0..packed.n).all(|c| bias_abs(c) + 255 * packed.sum_abs[c] <= i32::MAX as i64);
         let max_bias = (0..packed.n).map(bias_abs).max().unwrap_or(0);
         let rest = max_bias + 2 * 255 * 128 * packed.k as i64;
-        self.h_limit = if rest <= i32::MAX as i64 {
+        self.h_limit = if narrow {
+            i32::MAX
+        } else if rest <= i32::MAX as i64 {
             ((i32::MAX as i64 - rest) / 256) as i32
         } else {
             -1
@@ -346,7 +346,7 @@ impl Corrections {
                     self.c32[c] = (-(zp + 128) * packed.sum_main[c]) as i32;
                     self.c32_lo[c] = (-(zp + 128) * packed.sum_lo[c]) as i32;
                     self.c64[c] = b - 128 * k * (zp + 128);
-                    self.c32_narrow[c] = self.c64[c] as i32;
+                    self.c64_32[c] = self.c64[c] as i32;
                 }
                 Scheme::Madd8 => self.c32[c] = b as i32,
                 Scheme::Madd16 => self.c64[c] = b,

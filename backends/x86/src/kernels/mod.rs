@@ -459,7 +459,10 @@ impl Token {
             inputs.iter().all(|&l| l >= len),
             "requant_hilo_rows: short input"
         );
-        debug_assert!(shift[..len].iter().all(|s| (22..=62).contains(s)));
+        debug_assert!(
+            shift[..len].iter().all(|s| (1..=62).contains(s))
+                && (corr.h_limit == i32::MAX || shift[..len].iter().all(|&s| s >= 22))
+        );
         let p = requant::HiLo {
             hi: t.as_ptr(),
             lo: t[len..].as_ptr(),
