@@ -39,7 +39,9 @@ Run every CI check in order, stopping at the first failure:
 Steps 9-12 install a missing cross toolchain (rustup target add, apt-get install -y) first.
 
 Uses the cargo from $CARGO (set by `cargo run`), else `cargo` from PATH. The data directory is
-$LASTMILE_DATA, else <workspace>/data. `.ci/run` runs exactly this command.";
+$LASTMILE_DATA, else <workspace>/data. Incremental compilation is off (CARGO_INCREMENTAL=0
+unless set): CI builds each crate once, and the caches would only take disk. `.ci/run` runs
+exactly this command.";
 
 /// What every step can see.
 struct Ctx {
@@ -210,6 +212,18 @@ fn elapsed(t: Instant) -> String {
 
 /// Runs all steps; returns an error naming the first one that failed.
 pub(crate) fn run() -> anyhow::Result<()> {
+    // A CI run builds each crate once per profile and target and never rebuilds it, so
+    // incremental caches only cost disk (2 GB of a clean run's target/). Every cargo the steps
+    // start inherits this process's environment, so re-run it with the cache off once.
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        let exe = std::env::current_exe().context("cannot find the xtask executable")?;
+        let status = Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .env("CARGO_INCREMENTAL", "0")
+            .status()
+            .with_context(|| format!("could not re-run {}", exe.display()))?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
     let root = crate::workspace_root();
     let data_dir = crate::data::default_dir();
     // Absolute, so the tests (which run in each crate's directory) find the same place.
