@@ -56,6 +56,11 @@ impl DirectInput {
 }
 
 impl Direct {
+    /// The convolution's geometry.
+    pub(crate) fn geom(&self) -> &ConvGeom {
+        &self.g
+    }
+
     /// The direct form of `g`, if eligible (see the module docs).
     pub(crate) fn new(g: &ConvGeom) -> Option<Direct> {
         if g.dilation[1] != 1 || !(g.kw * g.c_in).is_multiple_of(4) || g.ho == 0 || g.wo == 0 {

@@ -145,16 +145,34 @@ impl Requant {
     }
 }
 
+/// Where a GEMM layer's activation rows come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Gathered block by block into scratch (im2col, or a linear layer's rows).
+    Gathered(Rows),
+    /// Read in place from a padded copy of the input (VNNI convolutions, [`Direct`]).
+    Direct(Direct),
+}
+
+impl Source {
+    /// GEMM rows per input sample.
+    pub(crate) fn rows_per_sample(&self) -> usize {
+        match self {
+            Source::Gathered(Rows::Conv(g)) => g.ho * g.wo,
+            Source::Gathered(Rows::Dense { .. }) => 1,
+            Source::Direct(d) => d.geom().ho * d.geom().wo,
+        }
+    }
+}
+
 /// A conv/linear layer prepared for the GEMM path.
 #[derive(Clone, Debug)]
 pub(crate) struct GemmLayer {
-    pub rows: Rows,
+    pub source: Source,
     pub zp_in: i32,
     pub packed: PackedWeights,
     pub corr: Corrections,
     pub requant: Requant,
-    /// Convolutions read in place from a padded input copy instead of im2col (VNNI).
-    pub direct: Option<Direct>,
     /// Forwards run so far (their parity sets the panel sweep direction).
     pub sweeps: Sweeps,
 }
@@ -201,7 +219,10 @@ impl GemmLayer {
     fn mr(&self, tok: Token) -> usize {
         match self.packed.scheme {
             Scheme::Vnni8 | Scheme::Vnni16 => {
-                let kg = self.direct.as_ref().map_or(self.packed.kg, |d| d.kg);
+                let kg = match &self.source {
+                    Source::Direct(d) => d.kg,
+                    Source::Gathered(_) => self.packed.kg,
+                };
                 tok.mr_for(self.packed.nb, kg)
             }
             Scheme::Madd8 | Scheme::Madd16 => tok.mr(self.packed.nb),
@@ -213,9 +234,12 @@ impl GemmLayer {
     fn block_rows(&self, tok: Token) -> usize {
         let mr = self.mr(tok);
         let stride = self.packed.kg * 4;
-        match (&self.direct, &self.rows) {
-            (Some(_), Rows::Conv(g)) => (A_BLOCK_BYTES / stride.max(1) / g.wo).max(1) * g.wo,
-            _ => (A_BLOCK_BYTES / stride.max(1) / mr).max(1) * mr,
+        match &self.source {
+            Source::Direct(d) => {
+                let wo = d.geom().wo;
+                (A_BLOCK_BYTES / stride.max(1) / wo).max(1) * wo
+            }
+            Source::Gathered(_) => (A_BLOCK_BYTES / stride.max(1) / mr).max(1) * mr,
         }
     }
 
@@ -237,8 +261,8 @@ impl GemmLayer {
         let threads = scratch.len().max(1);
         // Taken out of the first scratch so every thread can read it.
         let mut direct_in = std::mem::take(&mut scratch[0].direct);
-        if let (Some(d), Rows::Conv(g)) = (&self.direct, &self.rows) {
-            let samples = m_total / (g.ho * g.wo).max(1);
+        if let Source::Direct(d) = &self.source {
+            let samples = m_total / self.source.rows_per_sample().max(1);
             let sums = self.packed.scheme == Scheme::Vnni16;
             d.fill(tok, x, samples, self.zp_in, sums, &mut direct_in);
         }
@@ -348,31 +372,31 @@ impl GemmLayer {
         let mut o8 = [0i8; NR_MAX];
         // Linear layers: every weight is used by one tile per block, so the panels
         // stream (from L3 when they outgrow L2) and the tile prefetches them.
-        let streaming = matches!(self.rows, Rows::Dense { .. });
+        let streaming = matches!(self.source, Source::Gathered(Rows::Dense { .. }));
         let mut b0 = 0;
         while b0 < count {
             let rows = mb.min(count - b0);
-            match (&self.direct, self.format()) {
-                (Some(d), _) => {
+            match (&self.source, self.format()) {
+                (Source::Direct(d), _) => {
                     if p.scheme == Scheme::Vnni16 {
                         sc.row_sums.clear();
                         d.row_sums(din, m0 + b0, rows, &mut sc.row_sums);
                     }
                 }
-                (None, AFormat::U8) => {
+                (Source::Gathered(source), AFormat::U8) => {
                     sc.a.ensure(mb * stride);
                     let a = &mut sc.a.as_mut_slice()[..rows * stride];
-                    tok.gather_u8(&self.rows, x, m0 + b0, rows, self.zp_in, stride, a);
+                    tok.gather_u8(source, x, m0 + b0, rows, self.zp_in, stride, a);
                     if p.scheme == Scheme::Vnni16 {
                         // 128·Σ_k (x_k + 128) per row (the K padding holds zeros).
                         sc.row_sums.clear();
                         tok.row_sums(a, stride, rows, p.k, &mut sc.row_sums);
                     }
                 }
-                (None, AFormat::I16) => {
+                (Source::Gathered(source), AFormat::I16) => {
                     sc.a.ensure(mb * stride);
                     let a = &mut sc.a.as_mut_i16()[..rows * stride / 2];
-                    tok.gather_i16(&self.rows, x, m0 + b0, rows, self.zp_in, stride / 2, a);
+                    tok.gather_i16(source, x, m0 + b0, rows, self.zp_in, stride / 2, a);
                 }
             }
             let a = sc.a.as_slice();
@@ -393,12 +417,14 @@ impl GemmLayer {
                 let mut mt = 0;
                 while mt < rows {
                     // The tile's rows: gathered in `a`, or read in place (direct).
-                    let (r, a_t, a_stride, segs, kg) = match &self.direct {
-                        Some(d) => {
+                    let (r, a_t, a_stride, segs, kg) = match &self.source {
+                        Source::Direct(d) => {
                             let (at, r) = d.tile_at(m0 + b0 + mt, rows - mt, mr);
                             (r, &din.codes()[at..], d.a_stride, &d.segs[..], d.kg)
                         }
-                        None => (mr.min(rows - mt), &a[mt * stride..], stride, &[0][..], p.kg),
+                        Source::Gathered(_) => {
+                            (mr.min(rows - mt), &a[mt * stride..], stride, &[0][..], p.kg)
+                        }
                     };
                     let tile_args = TileArgs {
                         a_stride,

@@ -17,7 +17,7 @@ use lastmile_core::quant::WeightBits;
 use crate::depthwise::{DwLayer, DwScratch};
 use crate::direct::Direct;
 use crate::gather::{ConvGeom, Rows};
-use crate::gemm::{GemmLayer, Requant, Scratch};
+use crate::gemm::{GemmLayer, Requant, Scratch, Source};
 use crate::kernels::{AddConsts, Clamp, Token};
 use crate::pack::{Corrections, PackedWeights, Scheme};
 use crate::workers::Workers;
@@ -232,10 +232,7 @@ impl KernelTable for Table {
     ) -> Result<(), BackendError> {
         match state {
             Exec::Gemm(layer, _) => {
-                let m = match &layer.rows {
-                    Rows::Conv(g) => a.n * g.ho * g.wo,
-                    Rows::Dense { .. } => a.n,
-                };
+                let m = a.n * layer.source.rows_per_sample();
                 layer.run(self.tok, a.x, m, y, &mut scratch.gemm, &self.workers);
             }
             Exec::Depthwise(layer, _) => {
@@ -311,9 +308,8 @@ fn gemm_layer(
         _ => None,
     };
     GemmLayer {
-        direct,
+        source: direct.map_or(Source::Gathered(rows), Source::Direct),
         sweeps: Default::default(),
-        rows,
         zp_in,
         packed,
         corr,
