@@ -21,6 +21,7 @@ use lastmile_core::backend::{BackendError, PreparedModel, check_forward_args};
 use lastmile_core::graph::{Conv2d, Node, Op, Pool2d};
 use lastmile_core::model::{QData, QParam, QuantModel};
 use lastmile_core::plan::{NodePlan, Plan};
+use lastmile_core::quant::ActQuant;
 
 use crate::kernels::{self, AddQuant, DotQuant, Weights};
 
@@ -38,6 +39,11 @@ pub struct NodeInfo<'a> {
     pub in_shape: &'a [usize],
     /// Per-sample shape of its output.
     pub out_shape: &'a [usize],
+    /// Quantization of its first input (for engines that take float scales rather than
+    /// the plan's fixed-point multipliers).
+    pub in_act: ActQuant,
+    /// Quantization of its output.
+    pub out_act: ActQuant,
 }
 
 impl NodeInfo<'_> {
@@ -350,6 +356,8 @@ impl<T: KernelTable> Executor<T> {
                 plan: &plan.nodes[index],
                 in_shape: &plan.shapes[node.inputs[0].index()],
                 out_shape: &plan.shapes[index + 1],
+                in_act: model.act[node.inputs[0].index()],
+                out_act: model.act[index + 1],
             };
             trainable.push(info.dot_params().is_some_and(|(w, b)| {
                 model.params[w].spec.trainable || b.is_some_and(|b| model.params[b].spec.trainable)
@@ -422,6 +430,8 @@ impl<T: KernelTable> Executor<T> {
                     plan: &plan.nodes[i],
                     in_shape: xs,
                     out_shape,
+                    in_act: model.act[xi],
+                    out_act: model.act[i + 1],
                 };
                 table.refresh(info, &mut states[i], params, scratch)?;
             }

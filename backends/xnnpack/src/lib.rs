@@ -52,7 +52,7 @@ use lastmile_core::backend::{
 use lastmile_core::graph::{Op, OpKind};
 use lastmile_core::model::{QData, QParam, QuantModel};
 use lastmile_core::plan::NodePlan;
-use lastmile_core::quant::{ActQuant, WeightBits};
+use lastmile_core::quant::WeightBits;
 
 use ffi::{ConvParams, EXTRA_BYTES, Lib, Operator};
 pub use ffi::{DEFAULT_LIB, ENV_XNNPACK_LIB, INSTALL_COMMAND, lib_path, probe};
@@ -123,7 +123,6 @@ impl Xnnpack {
         self.capabilities().check_model(model)?;
         let table = Table {
             lib: self.lib,
-            act: model.act.clone(),
             fallbacks: RefCell::new(Vec::new()),
         };
         let exec = Executor::new(table, model)?;
@@ -138,9 +137,6 @@ impl Xnnpack {
 #[derive(Debug)]
 struct Table {
     lib: &'static Lib,
-    /// Per value: its quantization (XNNPACK takes the float scales, not the plan's
-    /// fixed-point multipliers).
-    act: Vec<ActQuant>,
     /// Filled by `prepare_node`: the conv/linear layers XNNPACK rejected, with its reason.
     fallbacks: RefCell<Vec<String>>,
 }
@@ -223,7 +219,7 @@ impl KernelTable for Table {
             return Ok(Layer::Reference);
         };
         let node = format!("node {} '{}'", info.index, info.node.name);
-        Ok(match create(self.lib, &self.act, info, params) {
+        Ok(match create(self.lib, info, params) {
             Ok(op) => {
                 let trainable =
                     params[w].spec.trainable || b.is_some_and(|b| params[b].spec.trainable);
@@ -253,7 +249,7 @@ impl KernelTable for Table {
         };
         // Left over if the last forward stopped before running it.
         *op = None;
-        let fresh = create(self.lib, &self.act, info, params).map_err(|e| {
+        let fresh = create(self.lib, info, params).map_err(|e| {
             BackendError::Engine(format!(
                 "{node}: re-creating the operator with the changed weights: {e}"
             ))
@@ -289,20 +285,14 @@ impl KernelTable for Table {
     }
 }
 
-/// Creates the XNNPACK operator of a dot node from `params` (`act`: the model's activation
-/// quantization).
-fn create(
-    lib: &'static Lib,
-    act: &[ActQuant],
-    info: NodeInfo<'_>,
-    params: &[QParam],
-) -> Result<Operator, String> {
+/// Creates the XNNPACK operator of a dot node from `params`.
+fn create(lib: &'static Lib, info: NodeInfo<'_>, params: &[QParam]) -> Result<Operator, String> {
     let node = info.node;
     let NodePlan::Dot { lo, hi, .. } = *info.plan else {
         return Err("not a dot node".into());
     };
-    let x = act[node.inputs[0].index()];
-    let y = act[info.index + 1];
+    // XNNPACK takes the float scales, not the plan's fixed-point multipliers.
+    let (x, y) = (info.in_act, info.out_act);
     let (w, bias, padding, kernel, stride, dilation, groups, group_in) = match &node.op {
         Op::Conv2d(c) => {
             let s = &params[c.weight.index()].spec.shape;
@@ -408,7 +398,6 @@ mod tests {
         };
         let table = Table {
             lib,
-            act: Vec::new(),
             fallbacks: RefCell::new(Vec::new()),
         };
         // A trainable layer that `refresh` did not re-create.
