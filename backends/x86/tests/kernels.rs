@@ -9,11 +9,11 @@
 //! * multipliers small enough (shift < 22) to take the scalar requantization path.
 
 use lastmile_backend_x86::{Tier, X86};
-use lastmile_core::ValueId;
+use lastmile_conformance::{OneLayer, one_layer_model};
 use lastmile_core::backend::Backend;
-use lastmile_core::graph::{Conv2d, Linear, Node, Op, ParamId, ParamRole, Topology};
-use lastmile_core::model::{ParamSpec, QData, QuantModel};
-use lastmile_core::quant::{ActQuant, Activation, MAX_K, WeightBits};
+use lastmile_core::graph::{Conv2d, Linear, Op, ParamId};
+use lastmile_core::model::{QData, QuantModel};
+use lastmile_core::quant::{Activation, MAX_K, WeightBits};
 
 struct Rng(u64);
 impl Rng {
@@ -39,15 +39,6 @@ fn tiers() -> Vec<X86> {
         eprintln!("no SIMD tier on this CPU: only the scalar tier is checked (by conformance)");
     }
     v
-}
-
-fn spec(name: &str, shape: Vec<usize>, role: ParamRole) -> ParamSpec {
-    ParamSpec {
-        name: name.into(),
-        shape,
-        role,
-        trainable: false,
-    }
 }
 
 /// Weight codes: mostly random, some runs at ±qmax.
@@ -89,66 +80,39 @@ fn scales(rng: &mut Rng, n: usize, typical: f64) -> Vec<f32> {
         .collect()
 }
 
-fn bias(rng: &mut Rng, bits: WeightBits, n: usize) -> QData {
+fn bias(rng: &mut Rng, bits: WeightBits, n: usize) -> Vec<i32> {
     let b = bits.max_abs_bias();
-    QData::I32(
-        (0..n)
-            .map(|i| match i % 4 {
-                0 => b as i32,
-                1 => -(b as i32),
-                _ => rng.range(-1000, 1000) as i32,
-            })
-            .collect(),
-    )
+    (0..n)
+        .map(|i| match i % 4 {
+            0 => b as i32,
+            1 => -(b as i32),
+            _ => rng.range(-1000, 1000) as i32,
+        })
+        .collect()
 }
 
+/// A one-node model named `layer` (scale-1 activations, frozen), validated.
 #[allow(clippy::too_many_arguments)]
 fn model(
-    bits: WeightBits,
     input_shape: Vec<usize>,
     op: Op,
-    w_shape: Vec<usize>,
-    w: QData,
-    b: QData,
-    s_w: Vec<f32>,
+    weight_shape: Vec<usize>,
+    weights: QData,
+    bias: Vec<i32>,
+    scales: Vec<f32>,
     zp_in: i32,
     zp_out: i32,
 ) -> QuantModel {
-    let n = w_shape[0];
-    let m = QuantModel {
-        topology: Topology {
-            input_shape,
-            nodes: vec![Node {
-                name: "layer".into(),
-                op,
-                inputs: vec![ValueId::INPUT],
-            }],
-        },
-        weight_bits: bits,
-        params: vec![
-            lastmile_core::QParam {
-                spec: spec("layer.weight", w_shape, ParamRole::Weight),
-                data: w,
-                scales: s_w,
-            },
-            lastmile_core::QParam {
-                spec: spec("layer.bias", vec![n], ParamRole::Bias),
-                data: b,
-                scales: Vec::new(),
-            },
-        ],
-        act: vec![
-            ActQuant {
-                scale: 1.0,
-                zero_point: zp_in,
-            },
-            ActQuant {
-                scale: 1.0,
-                zero_point: zp_out,
-            },
-        ],
-        metadata: Default::default(),
-    };
+    let m = one_layer_model(OneLayer {
+        name: "layer",
+        input_shape,
+        op,
+        weight_shape,
+        weights,
+        bias,
+        scales,
+        zero_points: [zp_in, zp_out],
+    });
     m.validate().expect("test model is valid");
     m
 }
@@ -211,7 +175,6 @@ fn linear_every_k_granularity_and_channel_count() {
                 let n = [1usize, 5, 13][(k * 7 + out) % 3];
                 let typical = (k as f64).sqrt() * 100.0 * bits.qmax() as f64 / 2.0;
                 let m = model(
-                    bits,
                     vec![k],
                     linear_op(),
                     vec![out, k],
@@ -285,7 +248,6 @@ fn conv_kernel_shapes_strides_padding_dilation() {
             let zp_in = [-128, 127, 3][i % 3];
             let typical = (k as f64).sqrt() * 100.0 * bits.qmax() as f64 / 2.0;
             let m = model(
-                bits,
                 vec![h, w, cin],
                 conv_op(stride, pad, dil, 1),
                 vec![cout, kh, kw, cin],
@@ -333,7 +295,6 @@ fn depthwise_channel_tails_and_long_tap_lists() {
                     weights(&mut rng, bits, c * k * k, false)
                 };
                 let m = model(
-                    bits,
                     vec![h, w, c],
                     conv_op([stride, stride], [pad; 4], [1, 1], c),
                     vec![c, k, k, 1],
@@ -363,7 +324,6 @@ fn grouped_and_channel_multiplier_convs_fall_back_exactly() {
         for &(cin, cout, groups) in &[(8usize, 6usize, 2usize), (4, 8, 4)] {
             let cpg = cin / groups;
             let m = model(
-                bits,
                 vec![5, 5, cin],
                 conv_op([1, 1], [1; 4], [1, 1], groups),
                 vec![cout, 3, 3, cpg],
@@ -410,12 +370,11 @@ fn k_max_with_saturating_inputs_both_widths() {
                 0.01,
             ];
             let m = model(
-                bits,
                 vec![MAX_K],
                 linear_op(),
                 vec![out, MAX_K],
                 w,
-                QData::I32(vec![b, -b, b, -b]),
+                vec![b, -b, b, -b],
                 s_w,
                 zp_in,
                 0,
@@ -443,12 +402,11 @@ fn k_max_conv_both_widths() {
         let b = bits.max_abs_bias() as i32;
         let acc_max = MAX_K as f64 * 255.0 * q as f64;
         let m = model(
-            bits,
             vec![kh, kw, c],
             conv_op([1, 1], [0; 4], [1, 1], 1),
             vec![2, kh, kw, c],
             w,
-            QData::I32(vec![b, -b]),
+            vec![b, -b],
             vec![((100.0 / acc_max) as f32).max(2f32.powi(-31)); 2],
             -128,
             0,
@@ -469,7 +427,6 @@ fn trainable_tensors_are_seen_on_every_forward() {
     let mut rng = Rng(16);
     for bits in [WeightBits::W8, WeightBits::W16] {
         let mut m = model(
-            bits,
             vec![6, 6, 5],
             conv_op([1, 1], [1; 4], [1, 1], 1),
             vec![19, 3, 3, 5],
@@ -486,7 +443,7 @@ fn trainable_tensors_are_seen_on_every_forward() {
             let mut params = m.params.clone();
             for step in 0..4 {
                 params[0].data = weights(&mut rng, bits, 19 * 45, step == 3);
-                params[1].data = bias(&mut rng, bits, 19);
+                params[1].data = QData::I32(bias(&mut rng, bits, 19));
                 let mut got = Vec::new();
                 p.forward(&params, &x, 3, &mut got).unwrap();
                 let mut now = m.clone();
@@ -561,12 +518,11 @@ fn narrow_16w8a_boundary(k: usize, q: i32) {
         codes.extend(std::iter::repeat_n(-q as i16, k));
         let acc_max = k as f64 * 255.0 * q as f64 + bias as f64;
         let m = model(
-            WeightBits::W16,
             vec![k],
             linear_op(),
             vec![2, k],
             QData::I16(codes),
-            QData::I32(vec![b, -b]),
+            vec![b, -b],
             vec![(100.0 / acc_max) as f32; 2],
             -128,
             0,

@@ -2,8 +2,8 @@
 //! would hide the one thing the test is about (a tie, the accumulation bound, a range
 //! check).
 
-use lastmile_core::graph::{TopologyBuilder, ValueId};
-use lastmile_core::model::{QData, QParam, QuantModel};
+use lastmile_core::graph::{Linear, Node, Op, ParamId, ParamRole, Topology, ValueId};
+use lastmile_core::model::{ParamSpec, QData, QParam, QuantModel};
 use lastmile_core::quant::{ActQuant, Activation, WeightBits};
 
 /// One linear layer `[in_features] → [bias.len()]` named `fc` (`fc.weight`, `fc.bias`),
@@ -38,30 +38,103 @@ pub fn one_linear_model(
         out * in_features,
         "one_linear_model: weights must be out × in_features codes"
     );
-    let mut b = TopologyBuilder::new(&[in_features]);
-    b.linear("fc", ValueId::INPUT, in_features, out, Activation::None);
-    let (topology, specs) = b.finish();
-    let mut specs = specs.into_iter();
-    let (mut w_spec, mut b_spec) = (specs.next().unwrap(), specs.next().unwrap());
-    w_spec.trainable = trainable;
-    b_spec.trainable = trainable;
     let data = match bits {
         WeightBits::W8 => QData::I8(weights.iter().map(|&c| c as i8).collect()),
         WeightBits::W16 => QData::I16(weights.iter().map(|&c| c as i16).collect()),
     };
-    let [zp_in, zp_out] = zero_points;
+    let op = Op::Linear(Linear {
+        weight: ParamId(0),
+        bias: Some(ParamId(1)),
+        activation: Activation::None,
+    });
+    let layer = OneLayer {
+        name: "fc",
+        input_shape: vec![in_features],
+        op,
+        weight_shape: vec![out, in_features],
+        weights: data,
+        bias: bias.to_vec(),
+        scales: vec![s_w; out],
+        zero_points,
+    };
+    let mut m = one_layer_model(layer);
+    m.set_trainable(|_| trainable);
+    m
+}
+
+/// The parts of [`one_layer_model`].
+#[derive(Clone, Debug)]
+pub struct OneLayer {
+    /// The node's name; its tensors are `{name}.weight` and `{name}.bias`.
+    pub name: &'static str,
+    /// Per-sample input shape (`[f]` for a linear layer, `[h, w, c]` for a convolution).
+    pub input_shape: Vec<usize>,
+    /// A conv2d or linear op reading its weight from `ParamId(0)` and its bias from
+    /// `ParamId(1)`.
+    pub op: Op,
+    /// `[out, in]` or `[out, kh, kw, in / groups]`.
+    pub weight_shape: Vec<usize>,
+    /// `I8` or `I16` codes; the width sets the model's weight bits.
+    pub weights: QData,
+    /// One `i32` code per output channel.
+    pub bias: Vec<i32>,
+    /// Per output channel weight scale.
+    pub scales: Vec<f32>,
+    /// `[input, output]` zero points; both activations have scale 1, so each channel's
+    /// requantization multiplier is exactly its weight scale.
+    pub zero_points: [i32; 2],
+}
+
+/// One conv2d or linear node on the graph input, frozen tensors: the model kernel tests
+/// build at the edges of a kernel (shapes, zero points, extreme codes, `K = MAX_K`).
+///
+/// Not validated (see [`one_linear_model`]).
+///
+/// # Panics
+///
+/// If the weights are `I32` codes.
+pub fn one_layer_model(layer: OneLayer) -> QuantModel {
+    let OneLayer {
+        name,
+        input_shape,
+        op,
+        weight_shape,
+        weights,
+        bias,
+        scales,
+        zero_points: [zp_in, zp_out],
+    } = layer;
+    let weight_bits = match &weights {
+        QData::I8(_) => WeightBits::W8,
+        QData::I16(_) => WeightBits::W16,
+        QData::I32(_) => panic!("one_layer_model: weights must be I8 or I16 codes"),
+    };
+    let spec = |suffix: &str, shape: Vec<usize>, role| ParamSpec {
+        name: format!("{name}.{suffix}"),
+        shape,
+        role,
+        trainable: false,
+    };
+    let out = bias.len();
     QuantModel {
-        topology,
-        weight_bits: bits,
+        topology: Topology {
+            input_shape,
+            nodes: vec![Node {
+                name: name.into(),
+                op,
+                inputs: vec![ValueId::INPUT],
+            }],
+        },
+        weight_bits,
         params: vec![
             QParam {
-                spec: w_spec,
-                data,
-                scales: vec![s_w; out],
+                spec: spec("weight", weight_shape, ParamRole::Weight),
+                data: weights,
+                scales,
             },
             QParam {
-                spec: b_spec,
-                data: QData::I32(bias.to_vec()),
+                spec: spec("bias", vec![out], ParamRole::Bias),
+                data: QData::I32(bias),
                 scales: Vec::new(),
             },
         ],
@@ -82,8 +155,6 @@ pub fn one_linear_model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lastmile_core::graph::{Linear, Node, Op, ParamId, ParamRole, Topology};
-    use lastmile_core::model::ParamSpec;
 
     #[test]
     fn builds_the_one_node_graph_the_tests_wrote_by_hand() {

@@ -31,7 +31,8 @@
 //! `training::assert_identical_to_reference` (QZO-FF through a backend gives the
 //! reference's weights; feature `training`, on by default) and [`load_engine`] (skip
 //! when a run-time engine library is absent, unless `LASTMILE_REQUIRE_ENGINES=1`), and
-//! [`one_linear_model`] (a hand-built one-layer model for kernel and contract tests).
+//! [`one_linear_model`] and [`one_layer_model`] (hand-built one-layer models for kernel and
+//! contract tests).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -52,7 +53,7 @@ pub use bad_input::check_bad_input;
 pub use case::{Case, Family, Update};
 pub use check::{Mismatch, Outcome, Problem, check_case, check_case_outcome};
 pub use engine::load_engine;
-pub use fixtures::one_linear_model;
+pub use fixtures::{OneLayer, one_layer_model, one_linear_model};
 pub use runner::{
     DEFAULT_CASES, FamilyReport, Report, Settings, Status, run_all, run_all_with, run_family,
     run_family_test,
