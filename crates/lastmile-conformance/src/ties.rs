@@ -102,6 +102,31 @@ impl TieReport {
     }
 }
 
+impl TieReport {
+    /// What an engine that requantizes in float and rounds half to even (ONNX Runtime,
+    /// XNNPACK) must show: at most `max_lsb` from the spec, differences only on ties, and
+    /// on the sweep exactly `round_half_even(x/2)` — so 5 of its codes (`x = -7, -3, 1, 5,
+    /// 9`) differ from the spec's half up.
+    ///
+    /// # Panics
+    ///
+    /// On the first of these that fails, with the report.
+    pub fn assert_rounds_half_to_even(&self, max_lsb: i32) {
+        assert!(self.max_lsb() <= max_lsb, "{self}");
+        let off = self.off_tie_differences();
+        assert!(off.is_empty(), "differences off ties: {off:#?}");
+        let s = &self.sweep;
+        for (x, g) in s.input.iter().zip(&s.got) {
+            assert_eq!(
+                *g as f32,
+                (*x as f32 / 2.0).round_ties_even(),
+                "x = {x}\n{self}"
+            );
+        }
+        assert_eq!(s.differing(), 5, "x = -7, -3, 1, 5, 9\n{self}");
+    }
+}
+
 impl fmt::Display for TieReport {
     /// The sweep code by code, then one line per case.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
