@@ -46,7 +46,22 @@ pub struct NodeInfo<'a> {
     pub out_act: ActQuant,
 }
 
-impl NodeInfo<'_> {
+impl<'a> NodeInfo<'a> {
+    /// Node `index` of `model`, whose plan is `plan`.
+    fn new(model: &'a QuantModel, plan: &'a Plan, index: usize) -> Self {
+        let node = &model.topology.nodes[index];
+        let x = node.inputs[0].index();
+        NodeInfo {
+            index,
+            node,
+            plan: &plan.nodes[index],
+            in_shape: &plan.shapes[x],
+            out_shape: &plan.shapes[index + 1],
+            in_act: model.act[x],
+            out_act: model.act[index + 1],
+        }
+    }
+
     /// The node's weight and bias parameter indices (conv2d / linear), else `None`.
     pub fn dot_params(&self) -> Option<(usize, Option<usize>)> {
         match &self.node.op {
@@ -349,16 +364,8 @@ impl<T: KernelTable> Executor<T> {
         let mut scratch = T::Scratch::default();
         let mut states = Vec::with_capacity(model.topology.nodes.len());
         let mut trainable = Vec::with_capacity(model.topology.nodes.len());
-        for (index, node) in model.topology.nodes.iter().enumerate() {
-            let info = NodeInfo {
-                index,
-                node,
-                plan: &plan.nodes[index],
-                in_shape: &plan.shapes[node.inputs[0].index()],
-                out_shape: &plan.shapes[index + 1],
-                in_act: model.act[node.inputs[0].index()],
-                out_act: model.act[index + 1],
-            };
+        for index in 0..model.topology.nodes.len() {
+            let info = NodeInfo::new(model, &plan, index);
             trainable.push(info.dot_params().is_some_and(|(w, b)| {
                 model.params[w].spec.trainable || b.is_some_and(|b| model.params[b].spec.trainable)
             }));
@@ -424,15 +431,7 @@ impl<T: KernelTable> Executor<T> {
             let xi = node.inputs[0].index();
             let xs = &plan.shapes[xi];
             if trainable[i] {
-                let info = NodeInfo {
-                    index: i,
-                    node,
-                    plan: &plan.nodes[i],
-                    in_shape: xs,
-                    out_shape,
-                    in_act: model.act[xi],
-                    out_act: model.act[i + 1],
-                };
+                let info = NodeInfo::new(model, plan, i);
                 table.refresh(info, &mut states[i], params, scratch)?;
             }
             let out_len = n * out_shape.iter().product::<usize>();
